@@ -26,3 +26,32 @@ class VectorIndex(Protocol):
         ...
 
     def save(self, path: Path) -> None: ...
+
+
+def search_excluding(
+    index: VectorIndex,
+    query: np.ndarray,
+    k: int,
+    exclude: set[int] | frozenset[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items for one query (d,), skipping the ids in ``exclude`` (e.g. the history).
+
+    Returns (ids (m,) int64, scores (m,) float32), best first, with
+    m = min(k, len(index) - |exclude ∩ index ids|) for an exact index. It over-fetches
+    k + |exclude| and doubles the fetch (capped at len(index)) while too few survive the
+    filter; an ANN index that finds fewer than asked even at len(index) yields fewer items.
+    """
+    n = len(index)
+    if k <= 0 or n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    q = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    banned = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
+    fetch = min(k + len(banned), n)
+    while True:
+        scores, ids = index.search(q, fetch)
+        scores, ids = scores[0], ids[0]
+        keep = (ids >= 0) & ~np.isin(ids, banned)
+        ids, scores = ids[keep], scores[keep]
+        if len(ids) >= k or fetch >= n:
+            return ids[:k].astype(np.int64, copy=False), scores[:k].astype(np.float32, copy=False)
+        fetch = min(2 * fetch, n)

@@ -1,0 +1,47 @@
+"""Wires the app: settings, store, routers, error mapping, metrics. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from service import errors
+from service.config import Settings
+from service.loader import load_into
+from service.middleware import MetricsMiddleware
+from service.routers import health, recommend, stages, users
+from service.state import AppState
+from service.stores.factory import create_store
+
+log = logging.getLogger("genrec")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = create_store(settings.redis_url, settings.redis_prefix, settings.max_history)
+        state = AppState(settings=settings, store=store)
+        app.state.genrec = state
+        # Artifacts load in the background so /healthz answers at once and /readyz tells
+        # when the models are in.
+        task = asyncio.create_task(load_into(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await store.close()
+
+    app = FastAPI(title="genrec", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+    app.add_middleware(MetricsMiddleware)
+    for module in (recommend, stages, users, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,34 @@
+"""Every Prometheus metric of the service, declared once. Labels stay low-cardinality: the
+route template (never the raw path), the stage name, the model name."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
+
+REQUESTS = Counter(
+    "genrec_requests_total", "HTTP requests by route template and status code",
+    ["endpoint", "status"],
+)
+REQUEST_LATENCY = Histogram(
+    "genrec_request_latency_seconds", "HTTP request latency by route template",
+    ["endpoint"], buckets=_LATENCY_BUCKETS,
+)
+STAGE_LATENCY = Histogram(
+    "genrec_stage_latency_seconds", "Pipeline stage latency",
+    ["path", "stage"], buckets=_LATENCY_BUCKETS,
+)
+STAGE_CANDIDATES = Histogram(
+    "genrec_stage_candidates", "Candidates leaving each pipeline stage",
+    ["path", "stage"], buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+COLD_START = Counter("genrec_cold_start_total", "Recommendations served by the cold-start fallback")
+EVENTS = Counter("genrec_events_total", "Accepted interaction events", ["type"])
+MODEL_INFO = Gauge(
+    "genrec_model_info", "Loaded models (value 1), labelled by name and artifact version",
+    ["model", "version"],
+)
+READY = Gauge("genrec_ready", "1 once the artifacts are loaded")

@@ -1,0 +1,123 @@
+"""The classic funnel: several recall sources -> one ranker -> a diversity reranker.
+
+The cascade gets its stages injected (it never builds models or touches a store), records a
+timing per stage, and guarantees the contract's invariants: no blocked item, no duplicate, and
+exactly ``k`` items whenever the catalog holds that many unblocked items.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.pipeline.context import UserContext
+from service.pipeline.stages import PopularRecall, Ranker, RecallSource, Reranker
+
+
+@dataclass
+class StageTiming:
+    name: str
+    source: str
+    candidates: int
+    ms: float
+
+
+@dataclass
+class PipelineResult:
+    items: np.ndarray  # (k,) int64 dense ids, in display order
+    scores: np.ndarray  # (k,) float32
+    stages: list[StageTiming] = field(default_factory=list)
+    cold_start: bool = False
+    path: str = "cascade"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        ms, self.t = (now - self.t) * 1e3, now
+        return ms
+
+
+class Cascade:
+    path = "cascade"
+
+    def __init__(
+        self,
+        sources: Sequence[tuple[RecallSource, int]],
+        ranker: Ranker | None,
+        reranker: Reranker | None,
+        fallback: PopularRecall,
+        rerank_window: int = 100,
+        diversity: float = 0.2,
+    ) -> None:
+        self.sources = [(s, q) for s, q in sources if q > 0]
+        self.ranker = ranker
+        self.reranker = reranker
+        self.fallback = fallback
+        self.rerank_window = rerank_window
+        self.diversity = diversity
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Union of the sources' candidates (first source wins on duplicates), topped up from
+        popularity when the union is smaller than ``k``."""
+        ids: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        used: list[str] = []
+        for source, quota in self.sources:
+            i, s = source.recall(ctx, quota)
+            if len(i):
+                ids.append(i)
+                scores.append(s)
+                used.append(source.name)
+        merged = np.concatenate(ids) if ids else np.empty(0, np.int64)
+        merged_scores = np.concatenate(scores) if scores else np.empty(0, np.float32)
+        _, first = np.unique(merged, return_index=True)
+        keep = np.sort(first)
+        merged, merged_scores = merged[keep], merged_scores[keep]
+        if len(merged) < k:
+            merged, merged_scores = self._top_up(ctx, merged, merged_scores, k)
+            used.append(self.fallback.name)
+        return merged, merged_scores, used
+
+    def _top_up(
+        self, ctx: UserContext, ids: np.ndarray, scores: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        have = set(ids.tolist())
+        blocked = ctx.blocked | have
+        extra_ctx = UserContext(ctx.user_id, ctx.user_index, ctx.history, ctx.user_codes, blocked)
+        extra_ids, extra_scores = self.fallback.recall(extra_ctx, k - len(ids))
+        floor = float(scores.min()) if len(scores) else 0.0
+        # Fill-ins rank after every real candidate: their popularity score is not comparable.
+        extra_scores = np.full(len(extra_ids), floor - 1.0, dtype=np.float32)
+        return np.concatenate([ids, extra_ids]), np.concatenate([scores, extra_scores])
+
+    def run(self, ctx: UserContext, k: int) -> PipelineResult:
+        clock = _Clock()
+        stages: list[StageTiming] = []
+        if ctx.cold:
+            ids, scores = self.fallback.recall(ctx, k)
+            stages.append(StageTiming("recall", self.fallback.name, len(ids), clock.lap()))
+            return PipelineResult(ids, scores, stages, cold_start=True, path=self.path)
+
+        ids, scores, used = self.recall(ctx, k)
+        stages.append(StageTiming("recall", "+".join(used), len(ids), clock.lap()))
+
+        if self.ranker is not None and len(ids):
+            scores = self.ranker.score(ctx, ids)
+            stages.append(StageTiming("rank", self.ranker.name, len(ids), clock.lap()))
+        order = np.argsort(-scores, kind="stable")
+        ids, scores = ids[order], scores[order]
+
+        if self.reranker is not None and len(ids) > k:
+            window = max(self.rerank_window, k)
+            ids, scores = ids[:window], scores[:window]
+            picked = self.reranker.select(ids, scores, k, self.diversity)
+            ids, scores = ids[picked], scores[picked]
+            stages.append(StageTiming("rerank", self.reranker.name, len(ids), clock.lap()))
+        return PipelineResult(ids[:k], scores[:k], stages, cold_start=False, path=self.path)

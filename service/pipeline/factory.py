@@ -1,0 +1,50 @@
+"""Wires loaded artifacts into stage objects. The service and ``genrec eval`` both build their
+cascade here, so offline numbers measure exactly what is served."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.pipeline.cascade import Cascade
+from service.pipeline.stages import (
+    ANNRecall,
+    ItemCFRecall,
+    PopularRecall,
+    Ranker,
+    RecallSource,
+    Reranker,
+)
+from service.runtime import Runtime
+
+
+@dataclass
+class Components:
+    recall: dict[str, RecallSource]
+    rankers: dict[str, Ranker]
+    rerankers: dict[str, Reranker]
+    cascade: Cascade
+
+
+def build_components(rt: Runtime, settings: Settings) -> Components:
+    popular = PopularRecall(rt.popularity)
+    recall: dict[str, RecallSource] = {
+        "popular": popular,
+        "itemcf": ItemCFRecall(rt.itemcf),
+        "ann": ANNRecall(rt.two_tower, rt.ann),
+    }
+    rankers = {name: Ranker(name, model) for name, model in rt.rankers.items()}
+    rerankers = {m: Reranker(m, rt.item_emb) for m in ("mmr", "dpp")}
+    cascade = Cascade(
+        sources=[
+            (recall["ann"], settings.recall_ann_k),
+            (recall["itemcf"], settings.recall_itemcf_k),
+            (recall["popular"], settings.recall_popular_k),
+        ],
+        ranker=rankers[settings.ranker],
+        reranker=None if settings.rerank == "none" else rerankers[settings.rerank],
+        fallback=popular,
+        rerank_window=settings.rerank_window,
+        diversity=settings.rerank_diversity,
+    )
+    return Components(recall, rankers, rerankers, cascade)

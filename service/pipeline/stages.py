@@ -1,0 +1,111 @@
+"""The cascade's stages as small injected objects: recall sources, a ranker, a reranker.
+Each is a thin adapter from the models' numpy/torch APIs to one calling convention, so new
+sources or rankers plug in without touching the cascade."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from index.base import VectorIndex, search_excluding
+from models.features import pad_histories
+from models.itemcf import ItemCF
+from models.popularity import Popularity
+from models.rerank import dpp, mmr
+from service.pipeline.context import UserContext
+
+
+class RecallSource(Protocol):
+    name: str
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> (ids (<=k,) int64, scores (<=k,) float32), best first, nothing in ctx.blocked."""
+        ...
+
+
+def _pairs(pairs: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+    scores = np.fromiter((p[1] for p in pairs), dtype=np.float32, count=len(pairs))
+    return ids, scores
+
+
+class PopularRecall:
+    name = "popular"
+
+    def __init__(self, popularity: Popularity) -> None:
+        self.popularity = popularity
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return _pairs(self.popularity.top(k, exclude=ctx.blocked))
+
+
+class ItemCFRecall:
+    name = "itemcf"
+
+    def __init__(self, itemcf: ItemCF) -> None:
+        self.itemcf = itemcf
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if ctx.cold:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        return _pairs(self.itemcf.recall(ctx.history, k, exclude=ctx.blocked))
+
+
+def _model_inputs(ctx: UserContext, max_history: int, pad: int) -> tuple[torch.Tensor, ...]:
+    codes = torch.from_numpy(ctx.user_codes).long()  # (F,)
+    hist = pad_histories([ctx.history], max_history, pad)[0]  # (L,)
+    return codes, hist
+
+
+class ANNRecall:
+    """Two-tower user vector -> MIPS over the item vectors in the FAISS index."""
+
+    name = "ann"
+
+    def __init__(self, two_tower: torch.nn.Module, index: VectorIndex) -> None:
+        self.model = two_tower
+        self.index = index
+
+    def user_vector(self, ctx: UserContext) -> np.ndarray:
+        cfg = self.model.cfg
+        codes, hist = _model_inputs(ctx, cfg.max_history, cfg.n_items)
+        with torch.inference_mode():
+            vec = self.model.user_embed(codes[None], hist[None])  # (1, D)
+        return vec[0].numpy().astype(np.float32)
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores = search_excluding(self.index, self.user_vector(ctx), k, ctx.blocked)
+        return ids.astype(np.int64), scores.astype(np.float32)
+
+
+class Ranker:
+    """Scores candidates for one user with a DeepFM or DIN model (logits, higher is better)."""
+
+    def __init__(self, name: str, model: torch.nn.Module) -> None:
+        self.name = name
+        self.model = model
+
+    def score(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
+        if len(items) == 0:
+            return np.empty(0, np.float32)
+        cfg = self.model.cfg
+        codes, hist = _model_inputs(ctx, cfg.max_history, cfg.n_items)
+        with torch.inference_mode():
+            out = self.model.score_candidates(codes, hist, torch.from_numpy(items).long())
+        return out.numpy().astype(np.float32)
+
+
+class Reranker:
+    """MMR or DPP over item-embedding similarity; returns positions into the given arrays."""
+
+    def __init__(self, method: str, item_emb: np.ndarray) -> None:
+        if method not in ("mmr", "dpp"):
+            raise ValueError(f"unknown rerank method {method!r}")
+        self.name = method
+        self.item_emb = item_emb  # (n_items, D)
+
+    def select(self, items: np.ndarray, scores: np.ndarray, k: int, diversity: float) -> list[int]:
+        fn = dpp if self.name == "dpp" else mmr
+        return list(fn(scores.astype(np.float64), self.item_emb[items], k, diversity))

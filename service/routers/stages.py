@@ -1,0 +1,77 @@
+"""The single stages as endpoints, for debugging and for callers that own part of the funnel:
+POST /recall, POST /rank, POST /rerank."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from fastapi import APIRouter
+
+from service.deps import ComponentsDep, RuntimeDep, StoreDep
+from service.errors import InvalidFieldError
+from service.pipeline.context import build_context, resolve_items
+from service.schemas import (
+    RankRequest,
+    RankResponse,
+    RecallRequest,
+    RecallResponse,
+    RerankRequest,
+    RerankResponse,
+    ScoredItem,
+)
+
+router = APIRouter(tags=["stages"])
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _scored(rt, ids: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
+    names = rt.items.ids
+    return [ScoredItem(item_id=names[i], score=float(s))
+            for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+
+
+@router.post("/recall", response_model=RecallResponse)
+async def recall(
+    req: RecallRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep
+) -> RecallResponse:
+    t0 = time.perf_counter()
+    ctx = await build_context(rt, store, req.user_id, req.history, limit=rt.max_history)
+    ids, scores = comp.recall[req.method].recall(ctx, req.k)
+    return RecallResponse(method=req.method, items=_scored(rt, ids, scores), ms=_ms(t0))
+
+
+@router.post("/rank", response_model=RankResponse)
+async def rank(
+    req: RankRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep
+) -> RankResponse:
+    t0 = time.perf_counter()
+    items = np.asarray(resolve_items(rt, req.item_ids, "item_ids"), dtype=np.int64)
+    ctx = await build_context(rt, store, req.user_id, req.history, limit=rt.max_history)
+    scores = comp.rankers[req.model].score(ctx, items)
+    order = np.argsort(-scores, kind="stable")
+    return RankResponse(model=req.model, items=_scored(rt, items[order], scores[order]),
+                        ms=_ms(t0))
+
+
+@router.post("/rerank", response_model=RerankResponse)
+async def rerank(req: RerankRequest, rt: RuntimeDep, comp: ComponentsDep) -> RerankResponse:
+    t0 = time.perf_counter()
+    ids = resolve_items(rt, [x.item_id for x in req.items], "items")
+    seen: dict[int, int] = {}
+    for pos, i in enumerate(ids):
+        if i in seen:
+            raise InvalidFieldError(["body", "items", pos, "item_id"],
+                                    f"duplicate of items[{seen[i]}]")
+        seen[i] = pos
+    items = np.asarray(ids, dtype=np.int64)
+    scores = np.asarray([x.score for x in req.items], dtype=np.float32)
+    if not np.all(np.isfinite(scores)):
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise InvalidFieldError(["body", "items", bad, "score"], "score must be finite")
+    picked = comp.rerankers[req.method].select(items, scores, req.k, req.diversity)
+    return RerankResponse(method=req.method, items=_scored(rt, items[picked], scores[picked]),
+                          ms=_ms(t0))

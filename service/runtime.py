@@ -1,0 +1,95 @@
+"""Everything the pipeline needs from an artifacts directory, loaded once.
+
+The layout is written by ``models.build`` (see docs/architecture.md): safetensors weights plus a
+JSON config per model, a FAISS index file, id maps and ``manifest.json``. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+from safetensors.numpy import load_file
+
+from index import load_index
+from index.base import VectorIndex
+from models.checkpoint import load_model
+from models.data.dataset import IdMap
+from models.itemcf import ItemCF
+from models.popularity import Popularity
+
+MANIFEST = "manifest.json"
+ID_MAPS = "id_maps.json"
+USER_FEATURES = "user_features.safetensors"
+POPULARITY = "popularity.safetensors"
+ITEMCF = "itemcf.safetensors"
+ANN_INDEX = "two_tower_items.faiss"
+ITEM_EMBEDDINGS = "item_embeddings.safetensors"
+RANKERS = ("din", "deepfm")
+
+
+def read_manifest(directory: Path) -> dict:
+    return orjson.loads((Path(directory) / MANIFEST).read_bytes())
+
+
+def artifacts_complete(directory: Path) -> bool:
+    # The manifest is written last (build renames a finished temp dir into place), so its
+    # presence means the directory is whole.
+    return (Path(directory) / MANIFEST).is_file()
+
+
+@dataclass
+class Runtime:
+    directory: Path
+    manifest: dict
+    users: IdMap
+    items: IdMap
+    user_codes: np.ndarray  # (n_users, F) int64, 0 = unknown
+    popularity: Popularity
+    itemcf: ItemCF
+    two_tower: torch.nn.Module
+    ann: VectorIndex
+    item_emb: np.ndarray  # (n_items, D) float32, L2-normalised two-tower item vectors
+    rankers: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def max_history(self) -> int:
+        return int(self.two_tower.cfg.max_history)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "unknown"))
+
+    def user_features(self, user_index: int | None) -> np.ndarray:
+        """(F,) codes of a known user; all zeros ("<unk>") for users the models never saw."""
+        if user_index is None:
+            return np.zeros(self.user_codes.shape[1], dtype=np.int64)
+        return self.user_codes[user_index]
+
+    @classmethod
+    def load(cls, directory: Path, ef_search: int | None = None) -> Runtime:
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        maps = orjson.loads((directory / ID_MAPS).read_bytes())
+        codes = load_file(str(directory / USER_FEATURES))["codes"].astype(np.int64)
+        emb = load_file(str(directory / ITEM_EMBEDDINGS))["two_tower"].astype(np.float32)
+        return cls(
+            directory=directory,
+            manifest=manifest,
+            users=IdMap.from_ids(maps["users"]),
+            items=IdMap.from_ids(maps["items"]),
+            user_codes=codes,
+            popularity=Popularity.from_state(load_file(str(directory / POPULARITY))),
+            itemcf=ItemCF.from_state(load_file(str(directory / ITEMCF))),
+            two_tower=load_model(directory, "two_tower"),
+            ann=load_index(directory / ANN_INDEX, ef_search=ef_search),
+            item_emb=np.ascontiguousarray(emb),
+            rankers={name: load_model(directory, name) for name in RANKERS},
+        )

@@ -1,0 +1,123 @@
+"""Request and response bodies: the JSON contract. Ids are strings. Later issues extend these
+models with optional fields only, so existing clients keep working."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from service.stores.base import EVENT_TYPES
+
+MAX_IDS = 1_000
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors: a typo such as "exclude_items" must not pass silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class Stage(BaseModel):
+    name: str
+    source: str
+    candidates: int
+    ms: float
+
+
+class RecommendRequest(_Strict):
+    user_id: UserId
+    k: int = Field(10, ge=1, le=200)
+    exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_IDS)
+    history: list[ItemId] | None = Field(
+        None, max_length=MAX_IDS, description="replaces the stored history (stateless callers)"
+    )
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    user_id: str
+    path: str
+    items: list[ScoredItem]
+    stages: list[Stage]
+    cold_start: bool
+
+
+class _UserOrHistory(_Strict):
+    user_id: UserId | None = None
+    history: list[ItemId] | None = Field(None, max_length=MAX_IDS)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> _UserOrHistory:
+        if self.user_id is None and self.history is None:
+            raise ValueError("give user_id or history")
+        return self
+
+
+class RecallRequest(_UserOrHistory):
+    method: Literal["popular", "itemcf", "ann"]
+    k: int = Field(100, ge=1, le=MAX_IDS)
+
+
+class RecallResponse(BaseModel):
+    method: str
+    items: list[ScoredItem]
+    ms: float
+
+
+class RankRequest(_UserOrHistory):
+    item_ids: list[ItemId] = Field(min_length=1, max_length=MAX_IDS)
+    model: Literal["deepfm", "din"] = "din"
+
+
+class RankResponse(BaseModel):
+    model: str
+    items: list[ScoredItem]
+    ms: float
+
+
+class RerankRequest(_Strict):
+    items: list[ScoredItem] = Field(min_length=1, max_length=MAX_IDS)
+    method: Literal["mmr", "dpp"] = "dpp"
+    k: int = Field(10, ge=1, le=200)
+    diversity: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class RerankResponse(BaseModel):
+    method: str
+    items: list[ScoredItem]
+    ms: float
+
+
+class EventIn(_Strict):
+    user_id: UserId
+    item_id: ItemId
+    type: EventType = "view"
+    ts: float | None = Field(None, ge=0)
+
+
+class EventsRequest(_Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_IDS)
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+
+
+class HistoryItem(BaseModel):
+    item_id: str
+    type: str
+    ts: float
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    items: list[HistoryItem]
