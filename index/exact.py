@@ -38,9 +38,16 @@ class FaissIdMapIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _params(self, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
+        return faiss.SearchParameters(sel=sel)
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """queries (Q, d) -> (scores (Q, k) float32, ids (Q, k) int64), best first.
 
+        ``exclude`` (int64 ids) is filtered inside faiss with an ID selector, so an ANN graph
+        keeps walking past excluded items instead of returning a short list.
         Slots faiss cannot fill (k > len(self), or an ANN search that found fewer) come back
         as id -1 with score -inf (faiss itself writes -FLT_MAX there)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -53,7 +60,13 @@ class FaissIdMapIndex:
                 np.empty((len(q), max(k, 0)), np.float32),
                 np.empty((len(q), max(k, 0)), np.int64),
             )
-        scores, ids = self._index.search(q, k)
+        if exclude is not None and len(exclude):
+            banned = np.ascontiguousarray(exclude, dtype=np.int64)
+            # The selector must outlive the search call: keep both in locals.
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(banned))
+            scores, ids = self._index.search(q, k, params=self._params(k, sel))
+        else:
+            scores, ids = self._index.search(q, k)
         scores = scores.astype(np.float32, copy=False)
         ids = ids.astype(np.int64, copy=False)
         scores[ids < 0] = -np.inf

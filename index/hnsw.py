@@ -35,6 +35,9 @@ class HNSWIndex(FaissIdMapIndex):
         self._inner = inner  # the id map does not own a Python-created inner index
         super().__init__(idmap)
 
+    def _params(self, k: int, sel: faiss.IDSelector) -> faiss.SearchParameters:
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.ef_search, k))
+
     @property
     def ef_search(self) -> int:
         return int(self._inner.hnsw.efSearch)

@@ -60,7 +60,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "two_tower_train": {"epochs": 1, "batch_size": 512},
         "deepfm": {"embed_dim": 4, "hidden_dims": [16], "max_history": 20},
         "din": {"item_dim": 4, "attention_hidden": [8], "hidden_dims": [16], "max_history": 20},
-        "ranker_train": {"epochs": 1, "batch_size": 1024, "max_samples": 20_000},
+        "ranker_train": {"epochs": 1, "batch_size": 1024},
         "itemcf": {"top_n": 20},
         "popularity": {"window_days": 30.0},
         "hnsw": {"m": 16, "ef_construction": 64},

@@ -25,12 +25,13 @@ class TwoTowerConfig:
     user_cardinalities: list[int] = field(default_factory=list)
     n_genres: int = 0
     n_year_buckets: int = 1
-    max_history: int = 50
+    max_history: int = 30  # 50 ranked the same on ML-100K and costs ~40% more time
     item_dim: int = 32  # per item field; an item's content vector is 3 * item_dim
     user_feature_dim: int = 8  # per user feature
     hidden_dim: int = 256
     out_dim: int = 64
     pooling: str = "attention"  # "attention" (recency-aware additive attention) or "mean"
+    attention_dim: int = 32  # hidden size of the attention scorer (the tanh is the hot spot)
     temperature: float = 0.05
     dropout: float = 0.1
 
@@ -58,8 +59,8 @@ class TwoTower(nn.Module):
             # only enters the score, so the pooled vector stays in item-content space.
             self.pos_emb = nn.Embedding(cfg.max_history, d_item)
             nn.init.normal_(self.pos_emb.weight, std=0.05)
-            self.att_proj = nn.Linear(d_item, d_item)
-            self.att_v = nn.Linear(d_item, 1, bias=False)
+            self.att_proj = nn.Linear(d_item, cfg.attention_dim)
+            self.att_v = nn.Linear(cfg.attention_dim, 1, bias=False)
         d_user = len(cfg.user_cardinalities) * cfg.user_feature_dim + d_item
         self.user_mlp = _mlp(d_user, cfg.hidden_dim, cfg.out_dim, cfg.dropout)
         self.item_mlp = _mlp(d_item, cfg.hidden_dim, cfg.out_dim, cfg.dropout)

@@ -39,6 +39,16 @@ async def client(tiny_artifacts: Path) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture(scope="session")
+def rated() -> dict[str, set[str]]:
+    """Every item each ml-100k user rated: what the seeded store must treat as consumed."""
+    from models.data import load_dataset
+
+    ds = load_dataset("ml-100k")
+    return {ds.users.ids[u]: {ds.items.ids[i] for i in seq.tolist()}
+            for u, seq in enumerate(ds.sequences)}
+
+
 async def history_of(client: httpx.AsyncClient, user: str) -> list[str]:
     r = await client.get(f"/users/{user}/history", params={"limit": 1000})
     assert r.status_code == 200
@@ -63,9 +73,14 @@ async def test_not_ready_is_503_not_500(tmp_path: Path) -> None:
         assert r.status_code == 503
 
 
-async def test_recommend_known_user_contract(client: httpx.AsyncClient) -> None:
-    consumed = set(await history_of(client, "1"))
-    assert len(consumed) == 272  # user 1's ratings in ml-100k, seeded into the store
+async def test_recommend_known_user_contract(
+    client: httpx.AsyncClient, rated: dict[str, set[str]]
+) -> None:
+    # The stored history is capped at max_history (200), but all 272 of user 1's rated items
+    # are consumed and must stay blocked.
+    assert len(await history_of(client, "1")) == 200
+    consumed = rated["1"]
+    assert len(consumed) == 272
     r = await client.post("/recommend", json={"user_id": "1", "k": 25,
                                               "exclude_item_ids": ["50", "181"]})
     assert r.status_code == 200
@@ -171,8 +186,10 @@ async def test_bad_event_type_is_422(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("method", ["popular", "itemcf", "ann"])
-async def test_recall_methods(client: httpx.AsyncClient, method: str) -> None:
-    consumed = set(await history_of(client, "7"))
+async def test_recall_methods(
+    client: httpx.AsyncClient, method: str, rated: dict[str, set[str]]
+) -> None:
+    consumed = rated["7"]
     r = await client.post("/recall", json={"user_id": "7", "method": method, "k": 40})
     assert r.status_code == 200
     body = r.json()
@@ -247,7 +264,7 @@ class TestWithRedis:
                             redis_prefix=key_prefix)
         async with running(settings) as c:
             assert (await c.get("/readyz")).status_code == 200
-            assert len(await history_of(c, "1")) == 272  # seeded into Redis
+            assert len(await history_of(c, "1")) == 200  # seeded into Redis, capped
             r = await c.post("/recommend", json={"user_id": "1", "k": 3})
             top = r.json()["items"][0]["item_id"]
             await c.post("/events", json={"events": [{"user_id": "1", "item_id": top}]})

@@ -128,7 +128,7 @@ class _Lossy:
     def __len__(self) -> int:
         return len(self.inner)
 
-    def search(self, q, k):
+    def search(self, q, k, exclude=None):  # ignores exclude: the caller must filter
         self.calls.append(k)
         s, i = self.inner.search(q, k)
         s[:, (k + 1) // 2 :] = -np.inf
@@ -146,4 +146,22 @@ def test_search_excluding_doubles_fetch():
     got, _ = search_excluding(lossy, x[0], 10, exclude)
     ref, _ = search_excluding(exact, x[0], 10, exclude)
     np.testing.assert_array_equal(got, ref)
-    assert lossy.calls == [15, 30]
+    assert lossy.calls == [10, 20, 40]  # k, then doubled while the filter leaves too few
+
+
+def test_hnsw_filters_exclusions_inside_the_graph():
+    # Excluding most of the catalog must still fill k slots: faiss walks past excluded nodes.
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    hnsw = HNSWIndex(x, np.arange(3000), m=16, ef_construction=64, ef_search=16)
+    q = x[0]
+    exclude = set(range(0, 2700))
+    ids, scores = search_excluding(hnsw, q, 50, exclude)
+    assert len(ids) == 50 and not set(ids.tolist()) & exclude
+    assert np.all(np.diff(scores) <= 1e-6)
+    # At a realistic exclusion rate (a long history, 20% of the catalog) recall stays high.
+    hnsw.ef_search = 128
+    exclude = set(rng.choice(3000, size=600, replace=False).tolist())
+    ids, _ = search_excluding(hnsw, q, 50, exclude)
+    ref, _ = search_excluding(ExactIndex(x, np.arange(3000)), q, 50, exclude)
+    assert len(ids) == 50 and len(set(ids.tolist()) & set(ref.tolist())) >= 45

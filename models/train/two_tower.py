@@ -23,9 +23,9 @@ from models.two_tower import TwoTower
 
 @dataclass
 class TwoTowerTrainConfig:
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 1024
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     seed: int = 0
     logq_correction: bool = True
