@@ -140,7 +140,8 @@ def build(
     HNSWIndex(item_emb, np.arange(ds.n_items, dtype=np.int64), **p["hnsw"]).save(
         tmp / "two_tower_items.faiss")
     timings["two_tower"] = time.perf_counter() - t
-    configs["two_tower"] = {"model": dataclasses.asdict(tt_cfg), "train": dataclasses.asdict(tt_train)}
+    configs["two_tower"] = {"model": dataclasses.asdict(tt_cfg),
+                            "train": dataclasses.asdict(tt_train)}
 
     rk_train = RankerTrainConfig(seed=seed, **p["ranker_train"])
     for name, cfg_cls, model_cls in (("deepfm", DeepFMConfig, DeepFM), ("din", DINConfig, DIN)):

@@ -84,8 +84,9 @@ def eval_(
     except ValueError as exc:
         _fail(exc)
     update_metrics(out, stage, results)
-    table = Table(title=f"{ds.name}, {stage} split, full ranking ({int(next(iter(results.values()))['users'])} users)")
-    cols = [c for c in next(iter(results.values())) if c != "users"]
+    first = next(iter(results.values()))
+    table = Table(title=f"{ds.name}, {stage} split, full ranking ({int(first['users'])} users)")
+    cols = [c for c in first if c != "users"]
     table.add_column("method")
     for c in cols:
         table.add_column(c, justify="right")

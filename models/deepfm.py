@@ -23,7 +23,7 @@ class DeepFMConfig:
     user_cardinalities: list[int] = field(default_factory=list)
     n_genres: int = 0
     n_year_buckets: int = 1
-    max_history: int = 50
+    max_history: int = 30  # same default as the other models
     embed_dim: int = 16  # k, shared by all fields
     hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1
@@ -47,7 +47,7 @@ class DeepFM(nn.Module):
         self.year_w = nn.Embedding(max(cfg.n_year_buckets, 1), 1, padding_idx=0)
         self.hist_w = nn.Linear(k, 1, bias=False)  # first order of the (dense) history field
         self.bias = nn.Parameter(torch.zeros(1))
-        for emb in [*self.user_emb]:
+        for emb in self.user_emb:
             nn.init.normal_(emb.weight, std=0.05)
         for emb in [*self.user_w, self.item_w, self.year_w]:
             nn.init.zeros_(emb.weight)

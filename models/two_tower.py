@@ -96,8 +96,9 @@ class TwoTower(nn.Module):
     def all_item_embeddings(self, chunk: int = 8192) -> torch.Tensor:
         """(n_items, out_dim) for every real item (no padding row), in id order."""
         ids = torch.arange(self.n_items, device=self.items.year_bucket.device)
-        return torch.cat([self.item_embed(c) for c in ids.split(chunk)]) if self.n_items else \
-            torch.zeros(0, self.cfg.out_dim)
+        if self.n_items == 0:
+            return torch.zeros(0, self.cfg.out_dim)
+        return torch.cat([self.item_embed(c) for c in ids.split(chunk)])
 
     # ---- scoring ----------------------------------------------------------------------------
 

@@ -66,19 +66,33 @@ def consumed_keys(train: list[np.ndarray], n_items: int) -> np.ndarray:
 
 
 def sample_negatives(users: np.ndarray, k: int, n_items: int, consumed: np.ndarray,
-                     rng: np.random.Generator, max_rounds: int = 20) -> np.ndarray:
-    """(N,) users -> (N, k) items drawn uniformly, resampled while the user consumed them.
+                     rng: np.random.Generator, max_rounds: int = 10) -> np.ndarray:
+    """(N,) users -> (N, k) items drawn uniformly among those the user did not consume.
 
-    Resampling is vectorised over the hits; after ``max_rounds`` the remaining hits (only
-    users who consumed nearly the whole catalogue) are kept rather than looping forever.
+    Rejection sampling, vectorised over the hits; after ``max_rounds`` the few remaining hits
+    (users who consumed most of the catalogue) are drawn exactly from their complement. A user
+    who consumed every item keeps random (consumed) items rather than failing.
     """
     neg = rng.integers(0, n_items, size=(len(users), k), dtype=np.int64)
-    for _ in range(max_rounds):
+    if len(consumed) == 0:
+        return neg
+
+    def hits(neg: np.ndarray, users: np.ndarray) -> np.ndarray:
         keys = users[:, None] * n_items + neg
-        pos = np.searchsorted(consumed, keys).clip(max=max(len(consumed) - 1, 0))
-        hit = consumed[pos] == keys if len(consumed) else np.zeros_like(keys, dtype=bool)
+        pos = np.searchsorted(consumed, keys).clip(max=len(consumed) - 1)
+        return consumed[pos] == keys
+
+    for _ in range(max_rounds):
+        hit = hits(neg, users)
         n_hit = int(hit.sum())
         if n_hit == 0:
-            break
+            return neg
         neg[hit] = rng.integers(0, n_items, size=n_hit, dtype=np.int64)
+    hit = hits(neg, users)
+    for u in np.unique(users[hit.any(1)]):
+        lo, hi = np.searchsorted(consumed, [u * n_items, (u + 1) * n_items])
+        allowed = np.setdiff1d(np.arange(n_items), consumed[lo:hi] - u * n_items)
+        rows = hit & (users == u)[:, None]
+        if len(allowed):
+            neg[rows] = rng.choice(allowed, size=int(rows.sum()))
     return neg
