@@ -51,7 +51,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "deepfm": {},
         "din": {},
         "ranker_train": {},
-        "itemcf": {"top_n": 100},
+        # Chosen on the validation split by benchmarks/tune_itemcf.py (ml-100k).
+        "itemcf": {"top_n": 50},
+        "itemcf_scoring": {"recent": 10, "decay": 0.8},
         "popularity": {"window_days": 30.0},
         "hnsw": {"m": 32, "ef_construction": 200},
     },
@@ -62,6 +64,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "din": {"item_dim": 4, "attention_hidden": [8], "hidden_dims": [16], "max_history": 20},
         "ranker_train": {"epochs": 1, "batch_size": 1024},
         "itemcf": {"top_n": 20},
+        "itemcf_scoring": {"recent": 10, "decay": 0.8},
         "popularity": {"window_days": 30.0},
         "hnsw": {"m": 16, "ef_construction": 64},
     },
@@ -115,17 +118,19 @@ def build(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
+    configs: dict[str, Any] = {}
     t = time.perf_counter()
     pop = Popularity()
     pop.fit(split.train, _train_window(ds, split.train), ds.n_items, **p["popularity"])
     save_file(pop.state_dict(), str(tmp / "popularity.safetensors"))
-    itemcf = ItemCF()
+    itemcf = ItemCF(**p["itemcf_scoring"])
     itemcf.fit(split.train, ds.n_items, **p["itemcf"])
     save_file(itemcf.state_dict(), str(tmp / "itemcf.safetensors"))
     timings["popularity+itemcf"] = time.perf_counter() - t
+    configs["itemcf"] = {**p["itemcf"], **p["itemcf_scoring"]}
+    configs["popularity"] = p["popularity"]
     console.print(f"popularity + itemcf fitted in {timings['popularity+itemcf']:.1f}s")
 
-    configs: dict[str, Any] = {}
     t = time.perf_counter()
     tt_cfg = TwoTowerConfig(**common, **p["two_tower"])
     tt = TwoTower(tt_cfg, tables.genres, tables.year_bucket)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from service.config import REPO_ROOT
@@ -26,8 +27,11 @@ def _default_artifacts(dataset: str) -> Path:
     return REPO_ROOT / "artifacts" / name
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/] {exc}")
+def _fail(exc: Exception) -> NoReturn:
+    # The message quotes file contents and paths: escape it, or a token such as "[/x]" is read
+    # as Rich markup and the error report itself dies with a MarkupError traceback. No wrapping,
+    # so a long path stays one copyable string.
+    console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(2) from None
 
 
@@ -62,25 +66,49 @@ def eval_(
         help="comma-separated: popular,itemcf,ann,cascade")] = "popular,itemcf,ann,cascade",
 ) -> None:
     """Full-ranking HR@10/NDCG@10/HR@50/NDCG@50 per recall source and for the cascade."""
+    import torch
+
     from models.build import update_metrics
     from models.data import DataFormatError, leave_one_out, load_dataset
     from models.evaluate import evaluate
+    from service.config import Settings
     from service.runtime import Runtime, read_manifest
 
     out = artifacts or _default_artifacts(dataset or "ml-100k")
+    if stage not in ("test", "valid"):  # checked first: it needs no I/O
+        _fail(ValueError("--stage must be test or valid"))
+    try:
+        settings = Settings()  # the GENREC_* values the service runs with
+    except ValueError as exc:
+        _fail(exc)
+    manifest_path = out / "manifest.json"
     try:
         manifest = read_manifest(out)
-        ds = load_dataset(dataset or manifest["dataset"]["source"])
-    except (DataFormatError, FileNotFoundError) as exc:
+        source, fingerprint = manifest["dataset"]["source"], manifest["dataset"]["fingerprint"]
+    except FileNotFoundError as exc:
         _fail(exc)
-    if ds.fingerprint != manifest["dataset"]["fingerprint"]:
-        _fail(ValueError(f"{out} was built from other data than {ds.name}; rebuild it"))
-    if stage not in ("test", "valid"):
-        _fail(ValueError("--stage must be test or valid"))
-    rt = Runtime.load(out)
+    except KeyError as exc:
+        _fail(ValueError(f"{manifest_path}: malformed manifest, missing key {exc}"))
+    except (ValueError, TypeError) as exc:
+        # orjson's JSONDecodeError (a ValueError) gives the line and column but not the file.
+        _fail(ValueError(f"{manifest_path}: malformed manifest: {exc}"))
     try:
+        ds = load_dataset(dataset or source)
+    except DataFormatError as exc:
+        _fail(exc)
+    if ds.fingerprint != fingerprint:
+        _fail(ValueError(f"{out} was built from other data than {ds.name}; rebuild it"))
+    try:
+        rt = Runtime.load(out)
+    except Exception as exc:  # a missing or corrupt weight/index file, whatever the library
+        _fail(ValueError(f"{out}: cannot load the artifacts ({type(exc).__name__}: {exc}); "
+                         "rebuild them with `genrec build`"))
+    try:
+        # One intra-op thread, as served (service/loader.py): torch's default thread pool on
+        # per-user batches this small is slower, pathologically so on a busy machine.
+        torch.set_num_threads(settings.torch_threads)
         results = evaluate(rt, leave_one_out(ds), [m.strip() for m in methods.split(",")],
-                           stage=stage)
+                           stage=stage, settings=settings)
     except ValueError as exc:
         _fail(exc)
     update_metrics(out, stage, results)
@@ -112,12 +140,16 @@ def serve(
     from service.runtime import artifacts_complete
 
     out = artifacts or _default_artifacts(dataset)
+    try:
+        # Validated before any build, so a bad --port or GENREC_* variable fails in seconds.
+        settings = Settings(dataset=dataset, artifacts_dir=out, host=host, port=port)
+    except ValueError as exc:  # pydantic's ValidationError names the field
+        _fail(exc)
     if not artifacts_complete(out):
         if not build_missing:
             _fail(FileNotFoundError(f"no artifacts in {out}; run `genrec build` first"))
         console.print(f"no artifacts in {out}: building them from {dataset}")
         build(dataset=dataset, artifacts=out, profile="default", seed=0, evaluate=True)
-    settings = Settings(dataset=dataset, artifacts_dir=out, host=host, port=port)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.features import ItemSideEmbedding, history_mask
+from models.features import ItemSideEmbedding, history_mask, recency_positions
 
 
 @dataclass
@@ -33,6 +33,10 @@ class DINConfig:
     hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
     activation: str = "prelu"  # "prelu" or "dice"
     attention_softmax: bool = False
+    # A learned bias per recency position in the activation unit's first layer, so attention
+    # can prefer recent behaviour (DIN itself is order-blind; on MovieLens the next item is
+    # far more related to the last few than to old ones).
+    recency_attention: bool = True
     dropout: float = 0.1
 
 
@@ -100,6 +104,9 @@ class DIN(nn.Module):
         # Activation unit: att_in is the first layer on [h, t, h-t, h*t] (4d -> h1); forward
         # applies it in split form (see _interest), the remaining layers as usual.
         self.att_in = nn.Linear(4 * d, h1)
+        if cfg.recency_attention:
+            self.att_pos = nn.Embedding(cfg.max_history, h1)
+            nn.init.zeros_(self.att_pos.weight)
         self.att_rest = nn.Sequential(_act(cfg.activation, h1), *_mlp(h1, rest, cfg.activation,
                                                                       0.0))
         d_in = len(cfg.user_cardinalities) * cfg.user_feature_dim + 2 * d
@@ -115,6 +122,9 @@ class DIN(nn.Module):
         """
         w_h, w_t, w_d, w_p = self.att_in.weight.split(hist.shape[-1], dim=1)  # each (h1, d)
         a_h = hist @ (w_h + w_d).T  # (B, L, h1)
+        if self.cfg.recency_attention:
+            pos = recency_positions(hist.shape[1], self.cfg.max_history, hist.device)
+            a_h = a_h + self.att_pos(pos)  # (L, h1) broadcast over the batch
         a_t = target @ (w_t - w_d).T + self.att_in.bias  # (B, K, h1)
         prod = hist.unsqueeze(1) * target.unsqueeze(2)  # (B, K, L, d)
         pre = a_h.unsqueeze(1) + a_t.unsqueeze(2) + prod @ w_p.T  # (B, K, L, h1)

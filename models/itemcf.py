@@ -20,11 +20,16 @@ _BLOCK_CELLS = 20_000_000
 
 class ItemCF:
     """Fitted state: neighbors (n_items, top_n) int64, -1 padded, and sims (n_items, top_n)
-    float32, 0 padded; each row sorted by descending similarity (ties: lower item id)."""
+    float32, 0 padded; each row sorted by descending similarity (ties: lower item id).
 
-    def __init__(self) -> None:
+    ``recent`` and ``decay`` are the scoring defaults (see ``score_all``); they are part of the
+    saved state so the served model scores exactly as the tuned one did."""
+
+    def __init__(self, recent: int = 50, decay: float = 1.0) -> None:
         self.neighbors = np.zeros((0, 0), dtype=np.int64)
         self.sims = np.zeros((0, 0), dtype=np.float32)
+        self.recent = int(recent)
+        self.decay = float(decay)
 
     @property
     def n_items(self) -> int:
@@ -92,10 +97,15 @@ class ItemCF:
         items, age = np.unique(h[::-1], return_index=True)
         return items, float(decay) ** age.astype(np.float64)
 
-    def score_all(self, history: np.ndarray, recent: int = 50, decay: float = 1.0) -> np.ndarray:
+    def score_all(
+        self, history: np.ndarray, recent: int | None = None, decay: float | None = None
+    ) -> np.ndarray:
         """(n_items,) float32: score(j) = sum_i w_i sim(i, j) over the distinct items i of the
         last ``recent`` history items, w_i = decay**age (1.0 = the plain sum; e.g. 0.9
-        favours what the user did last). Nothing is excluded: mask history in the metric."""
+        favours what the user did last). Nothing is excluded: mask history in the metric.
+        ``recent`` / ``decay`` default to the model's own."""
+        recent = self.recent if recent is None else recent
+        decay = self.decay if decay is None else decay
         items, w = self._history_weights(history, recent, decay)
         nb = self.neighbors[items]  # (h, top_n)
         contrib = self.sims[items].astype(np.float64) * w[:, None]
@@ -108,8 +118,8 @@ class ItemCF:
         history: np.ndarray,
         k: int,
         exclude: set[int] | frozenset[int] = frozenset(),
-        recent: int = 50,
-        decay: float = 1.0,
+        recent: int | None = None,
+        decay: float | None = None,
     ) -> list[tuple[int, float]]:
         """Up to k (item, score) pairs with positive score, best first (ties: lower id),
         skipping ``exclude``. Scoring as in ``score_all``."""
@@ -126,11 +136,15 @@ class ItemCF:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain numpy arrays (safetensors-ready); ``from_state`` rebuilds the model."""
-        return {"neighbors": self.neighbors.copy(), "sims": self.sims.copy()}
+        return {"neighbors": self.neighbors.copy(), "sims": self.sims.copy(),
+                "recent": np.array(self.recent, dtype=np.int64),
+                "decay": np.array(self.decay, dtype=np.float64)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> ItemCF:
-        obj = cls()
+        # States written before recent/decay were saved fall back to the plain-sum defaults.
+        obj = cls(int(state["recent"]) if "recent" in state else 50,
+                  float(state["decay"]) if "decay" in state else 1.0)
         obj.neighbors = np.asarray(state["neighbors"], dtype=np.int64).copy()
         obj.sims = np.asarray(state["sims"], dtype=np.float32).copy()
         if obj.neighbors.shape != obj.sims.shape:

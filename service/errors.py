@@ -4,9 +4,13 @@ so clients parse one format whether pydantic or the domain rejected the field.""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -44,8 +48,39 @@ class NotReadyError(DomainError):
         super().__init__([], "artifacts are still loading; retry shortly")
 
 
+def _decode_bytes(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with everything strict JSON can't encode rendered as text.
+
+    Validation errors echo the rejected ``input``, and a rejected input can be exactly what the
+    response encoder refuses: NaN/Infinity (Python's JSON parser accepts those literals),
+    strings with lone surrogates (a "\\ud800" escape) or non-UTF-8 bytes (a body sent as
+    text/plain). Any of them would turn the 422 into a 500 while rendering it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bytes):
+        return _decode_bytes(value)
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         headers = {"Retry-After": "1"} if isinstance(exc, NotReadyError) else None
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler, made safe for unencodable echoed inputs (see json_safe); the
+        # bytes encoder replaces jsonable_encoder's strict .decode(), which raises on non-UTF-8.
+        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _decode_bytes})
+        return JSONResponse({"detail": json_safe(errors)}, status_code=422)

@@ -101,7 +101,8 @@ class EventIn(_Strict):
     user_id: UserId
     item_id: ItemId
     type: EventType = "view"
-    ts: float | None = Field(None, ge=0)
+    # The stores reject non-finite timestamps; rejecting them here makes that a 422, not a 500.
+    ts: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class EventsRequest(_Strict):

@@ -140,3 +140,14 @@ def test_itemcf_state_round_trip_and_full_ranking(cf):
     ranks = target_ranks(scores, _arr(1, 0), [_arr(0), _arr(1)])
     # User 1 (history {1}) has 0 and 2 tied at S01 == S12: the tie costs one position.
     np.testing.assert_array_equal(ranks, [0, 1])
+
+
+def test_itemcf_scoring_defaults_travel_with_the_state():
+    seqs = [np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([0, 3])]
+    cf = ItemCF(recent=2, decay=0.5).fit(seqs, 4, top_n=3)
+    back = ItemCF.from_state(cf.state_dict())
+    assert (back.recent, back.decay) == (2, 0.5)
+    hist = np.array([0, 1, 2])
+    np.testing.assert_array_equal(back.score_all(hist), cf.score_all(hist, recent=2, decay=0.5))
+    # Only the last `recent` items count: the oldest item (0) must not contribute.
+    np.testing.assert_array_equal(back.score_all(hist), cf.score_all(np.array([1, 2]), 2, 0.5))

@@ -68,10 +68,14 @@ async def rerank(req: RerankRequest, rt: RuntimeDep, comp: ComponentsDep) -> Rer
                                     f"duplicate of items[{seen[i]}]")
         seen[i] = pos
     items = np.asarray(ids, dtype=np.int64)
-    scores = np.asarray([x.score for x in req.items], dtype=np.float32)
+    # A finite JSON number beyond float32's range (e.g. 1e308) overflows to inf here; that is
+    # caught just below, so the cast's overflow warning is noise.
+    with np.errstate(over="ignore"):
+        scores = np.asarray([x.score for x in req.items], dtype=np.float32)
     if not np.all(np.isfinite(scores)):
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-        raise InvalidFieldError(["body", "items", bad, "score"], "score must be finite")
+        raise InvalidFieldError(["body", "items", bad, "score"],
+                                "score must be a finite number within float32 range (±3.4e38)")
     picked = comp.rerankers[req.method].select(items, scores, req.k, req.diversity)
     return RerankResponse(method=req.method, items=_scored(rt, items[picked], scores[picked]),
                           ms=_ms(t0))
