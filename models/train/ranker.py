@@ -9,16 +9,15 @@ candidates were tried and did not help (0.201), so negatives stay uniform.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from models.data.dataset import Split
+from models.train.loop import run_epochs, setup
 from models.train.samples import build_samples, consumed_keys, sample_negatives
 
 
@@ -52,10 +51,7 @@ def train_ranker(model: nn.Module, split: Split, user_codes: torch.Tensor, n_ite
     ``cfg.max_history``. user_codes: (n_users, F) int64."""
     if cfg.loss not in ("bce", "softmax"):
         raise ValueError(f"loss must be 'bce' or 'softmax', not {cfg.loss!r}")
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = setup(cfg.seed, cfg.num_threads)
     samples = build_samples(split.train, model.cfg.max_history, pad=n_items)
     if len(samples) == 0:
         raise ValueError("no training examples: every training sequence has < 2 items")
@@ -65,39 +61,20 @@ def train_ranker(model: nn.Module, split: Split, user_codes: torch.Tensor, n_ite
     labels_row = torch.zeros(1 + k)
     labels_row[0] = 1.0
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    losses: list[float] = []
-    n_batches = (len(samples) + cfg.batch_size - 1) // cfg.batch_size
-    t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(samples))
-        negs = sample_negatives(samples.users, k, n_items, consumed, rng)  # (N, k)
-        total, count = 0.0, 0
-        bar = tqdm(range(n_batches), desc=f"ranker epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for b in bar:
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            codes = user_codes[torch.from_numpy(samples.users[idx])]
-            hist = samples.histories(idx)  # (b, L)
-            items = torch.from_numpy(
-                np.concatenate([samples.targets[idx, None], negs[idx]], axis=1))  # (b, 1+k)
-            logits = _score(model, codes, hist, items)  # (b, 1+k)
-            if cfg.loss == "softmax":
-                # Column 0 holds the positive: cross-entropy against class 0.
-                loss = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
-            else:
-                loss = F.binary_cross_entropy_with_logits(logits, labels_row.expand_as(logits))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        losses.append(total / max(count, 1))
-        if progress:
-            tqdm.write(f"ranker epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f} "
-                       f"({time.perf_counter() - t0:.1f}s)")
-    model.eval()
-    return losses
+    negs = np.zeros((len(samples), k), dtype=np.int64)  # (N, k), resampled every epoch
 
+    def resample(_: int) -> None:
+        negs[:] = sample_negatives(samples.users, k, n_items, consumed, rng)
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        codes = user_codes[torch.from_numpy(samples.users[idx])]
+        items = torch.from_numpy(
+            np.concatenate([samples.targets[idx, None], negs[idx]], axis=1))  # (b, 1+k)
+        logits = _score(model, codes, samples.histories(idx), items)  # (b, 1+k)
+        if cfg.loss == "softmax":
+            # Column 0 holds the positive: cross-entropy against class 0.
+            return F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
+        return F.binary_cross_entropy_with_logits(logits, labels_row.expand_as(logits))
+
+    return run_epochs(model, len(samples), cfg.batch_size, cfg.epochs, cfg.lr,
+                      cfg.weight_decay, rng, batch_loss, "ranker", progress, on_epoch=resample)

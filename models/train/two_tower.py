@@ -8,15 +8,14 @@ corrects that sampling bias so the softmax estimates the full-catalogue one.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from models.data.dataset import Split
+from models.train.loop import run_epochs, setup
 from models.train.samples import build_samples, item_frequencies
 from models.two_tower import TwoTower
 
@@ -55,10 +54,7 @@ def train_two_tower(model: TwoTower, split: Split, user_codes: torch.Tensor,
                     cfg: TwoTowerTrainConfig, progress: bool = True) -> list[float]:
     """Train in place on every (history, next item) of ``split.train``; returns the mean loss
     per epoch. user_codes: (n_users, F) int64, as from ``user_codes_from_dataset``."""
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = setup(cfg.seed, cfg.num_threads)
     n_items = model.cfg.n_items
     samples = build_samples(split.train, model.cfg.max_history, pad=n_items)
     if len(samples) == 0:
@@ -69,34 +65,14 @@ def train_two_tower(model: TwoTower, split: Split, user_codes: torch.Tensor,
     targets_all = torch.from_numpy(samples.targets)
     users_all = torch.from_numpy(samples.users)
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    losses: list[float] = []
-    n_batches = (len(samples) + cfg.batch_size - 1) // cfg.batch_size
-    t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(samples))
-        total, count = 0.0, 0
-        bar = tqdm(range(n_batches), desc=f"two-tower epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for b in bar:
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            if len(idx) < 2:  # a lone row has no in-batch negative
-                continue
-            items = targets_all[idx]
-            u = model.user_embed(user_codes[users_all[idx]], samples.histories(idx))  # (b, D)
-            v = model.item_embed(items)  # (b, D)
-            log_q = log_q_all[items] if cfg.logq_correction else None
-            loss = in_batch_softmax_loss(model.score(u, v), items, log_q)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        losses.append(total / max(count, 1))
-        if progress:
-            tqdm.write(f"two-tower epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f} "
-                       f"({time.perf_counter() - t0:.1f}s)")
-    model.eval()
-    return losses
+    def batch_loss(idx: np.ndarray) -> torch.Tensor | None:
+        if len(idx) < 2:  # a lone row has no in-batch negative
+            return None
+        items = targets_all[idx]
+        u = model.user_embed(user_codes[users_all[idx]], samples.histories(idx))  # (b, D)
+        v = model.item_embed(items)  # (b, D)
+        log_q = log_q_all[items] if cfg.logq_correction else None
+        return in_batch_softmax_loss(model.score(u, v), items, log_q)
+
+    return run_epochs(model, len(samples), cfg.batch_size, cfg.epochs, cfg.lr,
+                      cfg.weight_decay, rng, batch_loss, "two-tower", progress)
