@@ -31,7 +31,7 @@ from safetensors.numpy import save_file
 
 from index.hnsw import HNSWIndex
 from models.checkpoint import save_model
-from models.data import Dataset, leave_one_out, load_dataset
+from models.data import Dataset, Split, leave_one_out, load_dataset
 from models.deepfm import DeepFM, DeepFMConfig
 from models.din import DIN, DINConfig
 from models.features import ItemFeatureTables, user_codes_from_dataset
@@ -117,6 +117,23 @@ def build(
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        manifest = _train_and_export(ds, dataset, split, tables, codes, common, p, tmp, seed,
+                                     progress, console, timings, profile)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built directory behind
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    console.print(f"artifacts written to {out_dir} in {time.perf_counter() - t_start:.1f}s")
+    return manifest
+
+
+def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatureTables,
+                      codes: torch.Tensor, common: dict[str, Any], p: dict[str, Any],
+                      tmp: Path, seed: int, progress: bool, console: Console,
+                      timings: dict[str, float], profile: str) -> dict[str, Any]:
 
     configs: dict[str, Any] = {}
     t = time.perf_counter()
@@ -179,10 +196,6 @@ def build(
         "metrics": {},
     }
     _write_json(tmp / "manifest.json", manifest)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    console.print(f"artifacts written to {out_dir} in {time.perf_counter() - t_start:.1f}s")
     return manifest
 
 

@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     recall_popular_k: int = Field(50, ge=0, le=5_000)
     ranker: Literal["din", "deepfm"] = "din"
     rerank: Literal["dpp", "mmr", "none"] = "dpp"
-    rerank_diversity: float = Field(0.2, ge=0.0, le=1.0)
+    # Chosen on the ml-100k validation split: DPP at 0.05 costs ~3% HR@10 against no rerank
+    # (0.207 vs 0.213); 0.2 cost 28%.
+    rerank_diversity: float = Field(0.05, ge=0.0, le=1.0)
     rerank_window: int = Field(100, ge=1, le=2_000)
     hnsw_ef_search: int = Field(128, ge=1, le=4_096)
 

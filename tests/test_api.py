@@ -195,7 +195,10 @@ async def test_recall_methods(
     body = r.json()
     ids = [x["item_id"] for x in body["items"]]
     scores = [x["score"] for x in body["items"]]
-    assert body["method"] == method and len(ids) == 40 == len(set(ids))
+    assert body["method"] == method and len(ids) == len(set(ids))
+    # ItemCF only proposes neighbours of the recent history (positive score), so it may
+    # return fewer; the others can always fill k from the catalog.
+    assert len(ids) == 40 if method != "itemcf" else 0 < len(ids) <= 40
     assert not set(ids) & consumed
     assert scores == sorted(scores, reverse=True)
 

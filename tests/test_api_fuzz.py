@@ -7,26 +7,28 @@ extra fields, and raw malformed bytes. Every response must be < 500 and strict J
 422 must point at a field, a rejected /events batch must write nothing, and a 200 must keep
 the endpoint's contract (k items at most, no duplicates, nothing excluded).
 
-The app runs once per module in starlette's TestClient (sync, so hypothesis drives it without
-event-loop plumbing; the client runs the lifespan in its own loop). GENREC_FUZZ_EXAMPLES
-scales the number of examples per test for a longer local run.
+The app runs once per module behind httpx's ASGITransport, as in test_api.py, but on a private
+event loop wrapped in a small sync facade: hypothesis's @given runs sync test functions, and
+the loop keeps the app (lifespan, store, background loader) alive across all examples.
+GENREC_FUZZ_EXAMPLES scales the number of examples per test for a longer local run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, reject, settings
+from fastapi import FastAPI
+from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
@@ -36,12 +38,13 @@ EXAMPLES = int(os.environ.get("GENREC_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,  # one request can take tens of ms on a busy 2-core runner
-    database=None,  # no .hypothesis/ in the checkout; print_blob gives the reproducer instead
+    database=None,  # no replay store: a failure prints its @reproduce_failure blob instead
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 N_ITEMS, N_USERS = 1682, 943  # bundled ml-100k: ids "1".."1682" and "1".."943"
+KNOWN_ITEMS = {str(i) for i in range(1, N_ITEMS + 1)}
 MAX_IDS = 1_000
 POOL = [f"fuzz-{i}" for i in range(4)]  # event users whose histories the /events test watches
 FIELDS = {
@@ -57,18 +60,56 @@ JSON = {"content-type": "application/json"}
 # --- The app -------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
+class Client:
+    """Sync calls into an httpx.AsyncClient on the ASGI app, all on one private event loop.
+
+    The loop is never set as the thread's current loop, so pytest-asyncio's session loop (used
+    by the other API tests) is left alone. ASGITransport re-raises an unhandled app error, so a
+    bug fails the example with its own traceback, which hypothesis then shrinks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, http: httpx.AsyncClient,
+                 app: FastAPI) -> None:
+        self.loop, self.http, self.app = loop, http, app
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.run(self.http.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def send(self, request: httpx.Request) -> httpx.Response:
+        return self.run(self.http.send(request))
+
+
 @pytest.fixture(scope="module")
-def client(tiny_artifacts: Path) -> Iterator[TestClient]:
+def client(tiny_artifacts: Path) -> Iterator[Client]:
     app = create_app(Settings(artifacts_dir=tiny_artifacts))
-    # raise_server_exceptions: an unhandled error fails the example with its own traceback,
-    # which hypothesis then shrinks, rather than a bare 500.
-    with TestClient(app, raise_server_exceptions=True) as c:
+    loop = asyncio.new_event_loop()
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    c = Client(loop, http, app)
+    try:
         deadline = time.monotonic() + 120
         while c.get("/readyz").status_code != 200:
             assert app.state.genrec.load_error is None, app.state.genrec.load_error
             assert time.monotonic() < deadline, "artifacts did not load"
-            time.sleep(0.05)
+            c.run(asyncio.sleep(0.05))  # the loader finishes on this loop: let it run
         yield c
+    finally:
+        c.run(http.aclose())
+        c.run(lifespan.__aexit__(None, None, None))
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
 
 # --- Value strategies ----------------------------------------------------------------------
@@ -149,7 +190,7 @@ rerank_items = st.one_of(
     st.lists(scored_any, max_size=8),
     long_scored(),
 )
-event = st.fixed_dictionaries(
+event_body = st.fixed_dictionaries(
     {"user_id": st.one_of(st.sampled_from(POOL), st.sampled_from(POOL), user_id),
      "item_id": item_id},
     optional={"type": st.sampled_from(EVENT_TYPES) | weird_str | json_junk,
@@ -162,8 +203,27 @@ def long_events(draw: st.DrawFn) -> list[dict[str, Any]]:
     return [{"user_id": draw(st.sampled_from(POOL)), "item_id": i} for i in draw(long_ids())]
 
 
-events_list = st.one_of(st.lists(event, max_size=6), st.lists(event, min_size=1, max_size=3)
-                        .map(lambda evs: evs * 300), long_events())
+clean_event = st.fixed_dictionaries(
+    {"user_id": st.sampled_from(POOL), "item_id": known_item},
+    optional={"type": st.sampled_from(EVENT_TYPES), "ts": st.floats(0, 2e9) | st.none()},
+)
+
+
+@st.composite
+def one_bad_in_batch(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A valid batch with one bad event somewhere: the all-or-nothing case."""
+    batch = draw(st.lists(clean_event, min_size=1, max_size=6))
+    batch.insert(draw(st.integers(0, len(batch))), draw(event_body))
+    return batch
+
+
+events_list = st.one_of(
+    st.lists(clean_event, min_size=1, max_size=6),
+    one_bad_in_batch(),
+    st.lists(event_body, max_size=6),
+    st.lists(event_body, min_size=1, max_size=3).map(lambda evs: evs * 300),  # 300..900
+    long_events(),
+)
 
 ENDPOINT_BODIES: dict[str, st.SearchStrategy[Any]] = {
     "/recommend": bodies({"user_id": user_id, "k": k_value, "exclude_item_ids": id_list,
@@ -172,7 +232,8 @@ ENDPOINT_BODIES: dict[str, st.SearchStrategy[Any]] = {
                        "method": st.sampled_from(["popular", "itemcf", "ann"]) | weird_str,
                        "k": k_value}, frozenset({"method"})),
     "/rank": bodies({"user_id": user_id | st.none(), "history": id_list | st.none(),
-                     "item_ids": id_list, "model": st.sampled_from(["din", "deepfm"]) | weird_str},
+                     "item_ids": st.lists(known_item, min_size=1, max_size=60) | id_list,
+                     "model": st.sampled_from(["din", "deepfm"]) | weird_str},
                     frozenset({"item_ids"})),
     "/rerank": bodies({"items": rerank_items, "method": st.sampled_from(["mmr", "dpp"]) | weird_str,
                        "k": k_value, "diversity": st.floats(0, 1) | number},
@@ -191,6 +252,7 @@ def _no_constant(name: str) -> None:
 def check(r: httpx.Response, fields: set[str], sent: Any = None) -> Any:
     """Status < 500, a strict-JSON body, and 422s whose every error points at a field."""
     assert r.status_code < 500, (r.status_code, r.text[:500])
+    event(f"status {r.status_code}")  # --hypothesis-show-statistics: how deep examples get
     body = json.loads(r.content, parse_constant=_no_constant)  # NaN/Infinity are not JSON
     if r.status_code == 422:
         detail = body["detail"]
@@ -210,7 +272,7 @@ def check(r: httpx.Response, fields: set[str], sent: Any = None) -> Any:
     return body
 
 
-def post(client: TestClient, path: str, body: Any) -> httpx.Response:
+def post(client: Client, path: str, body: Any) -> httpx.Response:
     # json.dumps writes NaN/Infinity literals and escapes lone surrogates as \\udXXX: exactly
     # what a hostile client can send and what Python's JSON parser accepts.
     return client.post(path, content=json.dumps(body).encode(), headers=JSON)
@@ -221,10 +283,15 @@ def ids_of(body: dict[str, Any]) -> list[str]:
 
 
 def _contract_recommend(sent: dict[str, Any], body: dict[str, Any]) -> None:
-    ids = ids_of(body)
-    assert len(ids) == len(set(ids)) and len(ids) <= int(sent.get("k", 10))
-    assert not set(ids) & set(sent.get("exclude_item_ids", []))
-    assert not set(ids) & set(sent.get("history") or [])
+    ids, k = ids_of(body), int(sent.get("k", 10))
+    assert len(ids) == len(set(ids)) and len(ids) <= k
+    excluded, history = set(sent.get("exclude_item_ids", [])), sent.get("history")
+    assert not set(ids) & excluded
+    if history is not None:  # the override replaces the store, so "what is left" is known
+        assert not set(ids) & set(history)
+        # A 200 means every history id is known; unknown excluded ids are simply ignored.
+        left = N_ITEMS - len((excluded & KNOWN_ITEMS) | set(history))
+        assert len(ids) == min(k, left), (len(ids), k, left)  # exactly k whenever possible
 
 
 def _contract_recall(sent: dict[str, Any], body: dict[str, Any]) -> None:
@@ -256,7 +323,7 @@ CONTRACTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
 def _fuzz_endpoint(path: str) -> Callable[..., None]:
     @FUZZ
     @given(body=ENDPOINT_BODIES[path])
-    def test(client: TestClient, body: Any) -> None:
+    def test(client: Client, body: Any) -> None:
         r = post(client, path, body)
         got = check(r, FIELDS[path], body)
         if r.status_code == 200:
@@ -282,14 +349,14 @@ def _event_users(body: Any) -> set[str]:
 
 @FUZZ
 @given(body=ENDPOINT_BODIES["/events"])
-def test_fuzz_events_all_or_nothing(client: TestClient, body: Any) -> None:
-    store = client.app.state.genrec.store  # type: ignore[attr-defined]
+def test_fuzz_events_all_or_nothing(client: Client, body: Any) -> None:
+    store = client.app.state.genrec.store
     users = _event_users(body)
 
     def versions() -> dict[str, int]:
         # The version counter moves on every write, even one that leaves the capped list
         # looking the same, so it is a stricter "nothing written" check than the history.
-        return {u: client.portal.call(store.history_version, u) for u in users}  # type: ignore[union-attr]
+        return {u: client.run(store.history_version(u)) for u in users}
 
     def pool_histories() -> dict[str, Any]:
         return {u: client.get(f"/users/{u}/history", params={"limit": 1000}).json()
@@ -324,7 +391,7 @@ limit_value = st.one_of(
 @FUZZ
 @given(segment=path_segment, encode=st.booleans(), limit=limit_value,
        encode_limit=st.booleans())
-def test_fuzz_history(client: TestClient, segment: str, encode: bool, limit: Any,
+def test_fuzz_history(client: Client, segment: str, encode: bool, limit: Any,
                       encode_limit: bool) -> None:
     try:
         seg = quote(segment, safe="") if encode else segment
@@ -332,7 +399,7 @@ def test_fuzz_history(client: TestClient, segment: str, encode: bool, limit: Any
         if limit is not None:
             text = str(limit)
             url += "?limit=" + (quote(text, safe="") if encode_limit else text)
-        request = client.build_request("GET", url)
+        request = client.http.build_request("GET", url)
     except (httpx.InvalidURL, UnicodeError):
         reject()  # no client can send it (e.g. a lone surrogate): nothing reaches the server
     r = client.send(request)
@@ -377,11 +444,15 @@ def mutated(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(path=st.sampled_from(sorted(FIELDS)), content_type=st.sampled_from(CONTENT_TYPES),
        raw=st.one_of(st.sampled_from(RAW), st.binary(max_size=64), mutated()))
-def test_fuzz_raw_bytes(client: TestClient, path: str, content_type: str | None,
+def test_fuzz_raw_bytes(client: Client, path: str, content_type: str | None,
                         raw: bytes) -> None:
     headers = {"content-type": content_type} if content_type is not None else {}
     r = client.post(path, content=raw, headers=headers)
-    check(r, FIELDS[path])
+    try:  # what the server parsed, so an extra field it names counts as a field
+        sent = json.loads(raw)
+    except (ValueError, RecursionError):
+        sent = None
+    check(r, FIELDS[path], sent)
 
 
 @FUZZ
@@ -391,13 +462,13 @@ def test_fuzz_raw_bytes(client: TestClient, path: str, content_type: str | None,
                              "/openapi.json", "/nope"]),
        query=st.dictionaries(st.sampled_from(["limit", "k", "user_id", "x"]), any_text,
                              max_size=2))
-def test_fuzz_methods_and_routes(client: TestClient, method: str, path: str,
+def test_fuzz_methods_and_routes(client: Client, method: str, path: str,
                                  query: dict[str, str]) -> None:
     r = client.request(method, path, params=query)
     assert r.status_code < 500, (method, path, r.status_code, r.text[:300])
 
 
-def test_no_5xx_recorded(client: TestClient) -> None:
+def test_no_5xx_recorded(client: Client) -> None:
     # The metrics middleware counts every response by status, including any a test above
     # didn't look at. 503 is the one legitimate 5xx: "not ready yet" while artifacts load.
     text = client.get("/metrics").text

@@ -54,7 +54,7 @@ class Cascade:
         reranker: Reranker | None,
         fallback: PopularRecall,
         rerank_window: int = 100,
-        diversity: float = 0.2,
+        diversity: float = 0.05,
     ) -> None:
         self.sources = [(s, q) for s, q in sources if q > 0]
         self.ranker = ranker
