@@ -320,3 +320,10 @@ def test_leave_one_out_short_users() -> None:
     assert split.valid_target.tolist() == [2, -1, -1]
     assert split.test_target.tolist() == [4, -1, -1]
     assert split.train[0].tolist() == [0, 1] and split.eval_users("valid").tolist() == [0]
+
+
+def test_sasrec_id_too_big_names_its_line(tmp_path):
+    f = tmp_path / "big.txt"
+    f.write_text("1 2 3\n2 99999999999999999999999 3\n")
+    with pytest.raises(DataFormatError, match=r"big\.txt:2: an id does not fit in int64"):
+        load_dataset(str(f))

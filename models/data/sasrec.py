@@ -16,6 +16,8 @@ from models.data.dataset import (
     read_bytes,
 )
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 def load_sasrec(path: str | Path, name: str | None = None) -> Dataset:
     """Load a SASRec ``.txt`` file; ``name`` defaults to the file stem."""
@@ -35,16 +37,15 @@ def load_sasrec(path: str | Path, name: str | None = None) -> Dataset:
         except ValueError:
             bad = next(t for t in tokens if not _is_int(t))
             raise DataFormatError(str(path), n, f"id {bad!r} is not an integer") from None
+        if any(not _INT64_MIN <= i <= _INT64_MAX for i in ids):
+            raise DataFormatError(str(path), n, "an id does not fit in int64")
         users.append(ids[0])
         counts.append(len(ids) - 1)
         items.extend(ids[1:])
     if not items:
         raise DataFormatError(str(path), None, "no interactions")
-    try:
-        user_col = np.repeat(np.array(users, dtype=np.int64), counts)
-        item_col = np.array(items, dtype=np.int64)
-    except OverflowError:
-        raise DataFormatError(str(path), None, "an id does not fit in int64") from None
+    user_col = np.repeat(np.array(users, dtype=np.int64), counts)
+    item_col = np.array(items, dtype=np.int64)
     ds = from_interactions(name or path.stem, user_col, item_col)
     ds.fingerprint = fingerprint_files([path])
     return ds
