@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models.features import ItemSideEmbedding, history_mask
+from models.ranker_base import ItemScorer
 
 
 @dataclass
@@ -29,7 +30,7 @@ class DeepFMConfig:
     dropout: float = 0.1
 
 
-class DeepFM(nn.Module):
+class DeepFM(ItemScorer):
     def __init__(self, cfg: DeepFMConfig, item_genres: torch.Tensor | None = None,
                  item_year_bucket: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -99,14 +100,3 @@ class DeepFM(nn.Module):
         second = 0.5 * (s * s - (fields * fields).sum(2)).sum(-1)
         deep = self.deep(fields.flatten(2)).squeeze(-1)  # (B, K, m*k) -> (B, K)
         return self.bias + u_first.unsqueeze(1) + i_first + second + deep
-
-    def forward(self, user_codes: torch.Tensor, history: torch.Tensor,
-                items: torch.Tensor) -> torch.Tensor:
-        """user_codes (B, F), history (B, L), items (B,) -> logits (B,)."""
-        return self.score_items(user_codes, history, items.unsqueeze(1)).squeeze(1)
-
-    def score_candidates(self, user_codes: torch.Tensor, history: torch.Tensor,
-                         items: torch.Tensor) -> torch.Tensor:
-        """One user: user_codes (F,), history (L,), items (C,) -> logits (C,)."""
-        return self.score_items(user_codes.unsqueeze(0), history.unsqueeze(0),
-                                items.unsqueeze(0)).squeeze(0)

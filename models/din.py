@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.features import ItemSideEmbedding, history_mask, recency_positions
+from models.ranker_base import ItemScorer
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _mlp(d: int, hidden: list[int], act: str, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DIN(nn.Module):
+class DIN(ItemScorer):
     def __init__(self, cfg: DINConfig, item_genres: torch.Tensor | None = None,
                  item_year_bucket: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -153,14 +154,3 @@ class DIN(nn.Module):
         user = torch.cat(parts, dim=-1) if parts else hist.new_zeros(B, 0)
         x = torch.cat([user.unsqueeze(1).expand(B, K, -1), interest, target], dim=-1)
         return self.mlp(x).squeeze(-1)
-
-    def forward(self, user_codes: torch.Tensor, history: torch.Tensor,
-                items: torch.Tensor) -> torch.Tensor:
-        """user_codes (B, F), history (B, L), items (B,) -> logits (B,)."""
-        return self.score_items(user_codes, history, items.unsqueeze(1)).squeeze(1)
-
-    def score_candidates(self, user_codes: torch.Tensor, history: torch.Tensor,
-                         items: torch.Tensor) -> torch.Tensor:
-        """One user: user_codes (F,), history (L,), items (C,) -> logits (C,)."""
-        return self.score_items(user_codes.unsqueeze(0), history.unsqueeze(0),
-                                items.unsqueeze(0)).squeeze(0)
