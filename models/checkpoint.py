@@ -21,6 +21,7 @@ from torch import nn
 
 from models.deepfm import DeepFM, DeepFMConfig
 from models.din import DIN, DINConfig
+from models.hstu import HSTURanker, HSTURankerConfig
 from models.two_tower import TwoTower, TwoTowerConfig
 
 # registry key -> (config dataclass, module class)
@@ -39,6 +40,7 @@ def register_model(key: str, config_cls: type, module_cls: type[nn.Module]) -> N
 register_model("two_tower", TwoTowerConfig, TwoTower)
 register_model("deepfm", DeepFMConfig, DeepFM)
 register_model("din", DINConfig, DIN)
+register_model("hstu", HSTURankerConfig, HSTURanker)
 
 
 def model_type(model: nn.Module) -> str:

@@ -28,13 +28,25 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(n)
 
 
-def make_model(seed: int = 0, causal: bool = True, dtype: torch.dtype = torch.float64,
-               n_layers: int = 2) -> HSTURanker:
+def make_model(
+    seed: int = 0, causal: bool = True, dtype: torch.dtype = torch.float64, n_layers: int = 2
+) -> HSTURanker:
     """Tiny model with every weight randomised (biases too), so no term is trivially zero."""
     torch.manual_seed(seed)
-    cfg = HSTURankerConfig(n_items=N_ITEMS, dim=16, n_layers=n_layers, n_heads=2, qk_dim=8,
-                           v_dim=8, max_history=64, n_exact_positions=4, n_pos_buckets=8,
-                           n_time_buckets=16, causal_history=causal, head_hidden=16)
+    cfg = HSTURankerConfig(
+        n_items=N_ITEMS,
+        dim=16,
+        n_layers=n_layers,
+        n_heads=2,
+        qk_dim=8,
+        v_dim=8,
+        max_history=64,
+        n_exact_positions=4,
+        n_pos_buckets=8,
+        n_time_buckets=16,
+        causal_history=causal,
+        head_hidden=16,
+    )
     model = HSTURanker(cfg).to(dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -47,12 +59,13 @@ def random_history(gen: torch.Generator, length: int, valid: int) -> torch.Tenso
     """(length,) right-aligned: ``valid`` random items, left-padded with N_ITEMS."""
     h = torch.full((length,), N_ITEMS, dtype=torch.long)
     if valid:
-        h[length - valid:] = torch.randint(0, N_ITEMS, (valid,), generator=gen)
+        h[length - valid :] = torch.randint(0, N_ITEMS, (valid,), generator=gen)
     return h
 
 
-def naive_scores(model: HSTURanker, history: torch.Tensor, items: torch.Tensor,
-                 ts: torch.Tensor | None) -> torch.Tensor:
+def naive_scores(
+    model: HSTURanker, history: torch.Tensor, items: torch.Tensor, ts: torch.Tensor | None
+) -> torch.Tensor:
     """One sequence per candidate: history + that single candidate."""
     out = []
     for it in items:
@@ -104,8 +117,11 @@ def test_attention_has_no_softmax() -> None:
 
 def test_layer_respects_mask_and_residual() -> None:
     torch.manual_seed(3)
-    layer = HSTULayer(8, n_heads=2, qk_dim=4, v_dim=4, n_exact=2, n_pos_buckets=4,
-                      max_distance=16).double().eval()
+    layer = (
+        HSTULayer(8, n_heads=2, qk_dim=4, v_dim=4, n_exact=2, n_pos_buckets=4, max_distance=16)
+        .double()
+        .eval()
+    )
     x = torch.randn(2, 6, 8, dtype=torch.float64)
     mask = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 6, 6)  # causal
     pos = torch.arange(6)[None]
@@ -223,9 +239,19 @@ def test_training_lowers_loss() -> None:
     """Synthetic: the next item follows the last one (i -> i+1); BCE of positive vs random
     negative on the ranker's logits must drop."""
     torch.manual_seed(12)
-    cfg = HSTURankerConfig(n_items=N_ITEMS, dim=16, n_layers=2, n_heads=2, qk_dim=8, v_dim=8,
-                           max_history=16, n_exact_positions=4, n_pos_buckets=8,
-                           head_hidden=16, dropout=0.0)
+    cfg = HSTURankerConfig(
+        n_items=N_ITEMS,
+        dim=16,
+        n_layers=2,
+        n_heads=2,
+        qk_dim=8,
+        v_dim=8,
+        max_history=16,
+        n_exact_positions=4,
+        n_pos_buckets=8,
+        head_hidden=16,
+        dropout=0.0,
+    )
     model = HSTURanker(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(13)
@@ -257,21 +283,32 @@ def test_training_lowers_loss() -> None:
 
 def test_aux_head() -> None:
     torch.manual_seed(14)
-    cfg = HSTURankerConfig(n_items=N_ITEMS, dim=16, n_layers=1, n_heads=2, qk_dim=8, v_dim=8,
-                           max_history=16, n_exact_positions=4, n_pos_buckets=8,
-                           head_hidden=16, aux_head=True, dropout=0.0)
+    cfg = HSTURankerConfig(
+        n_items=N_ITEMS,
+        dim=16,
+        n_layers=1,
+        n_heads=2,
+        qk_dim=8,
+        v_dim=8,
+        max_history=16,
+        n_exact_positions=4,
+        n_pos_buckets=8,
+        head_hidden=16,
+        aux_head=True,
+        dropout=0.0,
+    )
     model = HSTURanker(cfg).double().eval()
     g = torch.Generator().manual_seed(15)
     hist = random_history(g, 9, 6)
     items = torch.randint(0, N_ITEMS, (5,), generator=g)
     main, aux = model.score_items_with_aux(torch.zeros(1, 0), hist[None], items[None])
     assert main.shape == aux.shape == (1, 5)
-    torch.testing.assert_close(main, model.score_items(torch.zeros(1, 0), hist[None],
-                                                       items[None]))
+    torch.testing.assert_close(main, model.score_items(torch.zeros(1, 0), hist[None], items[None]))
     cache = model.history_cache(hist)
     states = model.candidate_states_with_cache(cache, items, microbatch=2)  # (5, d)
-    torch.testing.assert_close(model.aux_logits(states[None], items[None]), aux.detach(),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        model.aux_logits(states[None], items[None]), aux.detach(), atol=1e-5, rtol=0
+    )
     with pytest.raises(ValueError):
         make_model().aux_logits(states[None], items[None])
     # both heads train: BCE(main) + BCE(aux) goes down
@@ -284,10 +321,27 @@ def test_aux_head() -> None:
     losses = []
     for _ in range(40):
         m, a = model.score_items_with_aux(torch.zeros(32, 0), hists, cands)
-        loss = (F.binary_cross_entropy_with_logits(m, y_main)
-                + F.binary_cross_entropy_with_logits(a, y_aux))
+        loss = F.binary_cross_entropy_with_logits(m, y_main) + F.binary_cross_entropy_with_logits(
+            a, y_aux
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_hstu_checkpoint_round_trip(tmp_path):
+    from models.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    model = HSTURanker(HSTURankerConfig(n_items=30, dim=16, n_layers=1, max_history=8)).eval()
+    save_model(model, tmp_path, "hstu")
+    back = load_model(tmp_path, "hstu")
+    hist = torch.tensor([30, 30, 1, 2, 3, 4, 5, 6])
+    items = torch.tensor([7, 8, 9])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            back.score_candidates(torch.zeros(0, dtype=torch.long), hist, items),
+            model.score_candidates(torch.zeros(0, dtype=torch.long), hist, items),
+        )
