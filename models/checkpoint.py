@@ -22,6 +22,7 @@ from torch import nn
 from models.deepfm import DeepFM, DeepFMConfig
 from models.din import DIN, DINConfig
 from models.hstu import HSTURanker, HSTURankerConfig
+from models.rqvae import RQVAE, RQVAEConfig
 from models.two_tower import TwoTower, TwoTowerConfig
 
 # registry key -> (config dataclass, module class)
@@ -41,6 +42,7 @@ register_model("two_tower", TwoTowerConfig, TwoTower)
 register_model("deepfm", DeepFMConfig, DeepFM)
 register_model("din", DINConfig, DIN)
 register_model("hstu", HSTURankerConfig, HSTURanker)
+register_model("rqvae", RQVAEConfig, RQVAE)
 
 
 def model_type(model: nn.Module) -> str:
