@@ -32,6 +32,17 @@ def _check(rel: np.ndarray, emb: np.ndarray, k: int, diversity: float) -> tuple[
     return r, e
 
 
+def _prepare(rel: np.ndarray, emb: np.ndarray, k: int,
+             diversity: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validated inputs for a greedy selection: (min-max relevance (n,), unit embeddings
+    (n, d), k capped at n). With k = 0 the arrays are returned unscaled (nothing is picked)."""
+    r, e = _check(rel, emb, k, diversity)
+    k = min(k, len(r))
+    if k == 0:
+        return r, e, 0
+    return _minmax(r), _unit(e), k
+
+
 def _minmax(r: np.ndarray) -> np.ndarray:
     """Scale to [0, 1]; a constant (or single) relevance vector maps to all zeros."""
     lo, hi = float(r.min()), float(r.max())
@@ -58,13 +69,10 @@ def mmr(rel: np.ndarray, emb: np.ndarray, k: int, diversity: float) -> list[int]
     over unpicked i, with r the min-max-normalised relevance. Ties go to the lower position.
     O(k n d): the similarity to the latest pick updates a running max.
     """
-    r, e = _check(rel, emb, k, diversity)
-    n = len(r)
-    k = min(k, n)
+    r, u, k = _prepare(rel, emb, k, diversity)
     if k == 0:
         return []
-    r = _minmax(r)
-    u = _unit(e)
+    n = len(r)
     picked: list[int] = []
     taken = np.zeros(n, dtype=bool)
     max_sim = np.full(n, -np.inf)  # (n,) max similarity to the selection so far
@@ -122,14 +130,11 @@ def dpp(
 
     Hand-written: no maintained Python library offers fast greedy DPP MAP inference.
     """
-    r, e = _check(rel, emb, k, diversity)
-    n = len(r)
-    k = min(k, n)
+    r, u, k = _prepare(rel, emb, k, diversity)
     if k == 0:
         return []
-    r = _minmax(r)
+    n = len(r)
     q = _quality(r, diversity)
-    u = _unit(e)
     c = np.zeros((k, n))  # c[t, i]: Cholesky entry of item i for the t-th pick
     d2 = q * q * (1.0 + _JITTER)  # (n,) L_ii: the gain of each item on an empty selection
     taken = np.zeros(n, dtype=bool)

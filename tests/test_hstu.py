@@ -28,25 +28,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(n)
 
 
+def tiny_config(**overrides: object) -> HSTURankerConfig:
+    """The small HSTU every test starts from; tests override what they exercise."""
+    base: dict[str, object] = dict(n_items=N_ITEMS, dim=16, n_layers=2, n_heads=2, qk_dim=8,
+                                   v_dim=8, max_history=16, n_exact_positions=4,
+                                   n_pos_buckets=8, head_hidden=16)
+    return HSTURankerConfig(**{**base, **overrides})
+
+
 def make_model(
     seed: int = 0, causal: bool = True, dtype: torch.dtype = torch.float64, n_layers: int = 2
 ) -> HSTURanker:
     """Tiny model with every weight randomised (biases too), so no term is trivially zero."""
     torch.manual_seed(seed)
-    cfg = HSTURankerConfig(
-        n_items=N_ITEMS,
-        dim=16,
-        n_layers=n_layers,
-        n_heads=2,
-        qk_dim=8,
-        v_dim=8,
-        max_history=64,
-        n_exact_positions=4,
-        n_pos_buckets=8,
-        n_time_buckets=16,
-        causal_history=causal,
-        head_hidden=16,
-    )
+    cfg = tiny_config(n_layers=n_layers, max_history=64, n_time_buckets=16,
+                      causal_history=causal)
     model = HSTURanker(cfg).to(dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -239,19 +235,7 @@ def test_training_lowers_loss() -> None:
     """Synthetic: the next item follows the last one (i -> i+1); BCE of positive vs random
     negative on the ranker's logits must drop."""
     torch.manual_seed(12)
-    cfg = HSTURankerConfig(
-        n_items=N_ITEMS,
-        dim=16,
-        n_layers=2,
-        n_heads=2,
-        qk_dim=8,
-        v_dim=8,
-        max_history=16,
-        n_exact_positions=4,
-        n_pos_buckets=8,
-        head_hidden=16,
-        dropout=0.0,
-    )
+    cfg = tiny_config(dropout=0.0)
     model = HSTURanker(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(13)
@@ -283,20 +267,7 @@ def test_training_lowers_loss() -> None:
 
 def test_aux_head() -> None:
     torch.manual_seed(14)
-    cfg = HSTURankerConfig(
-        n_items=N_ITEMS,
-        dim=16,
-        n_layers=1,
-        n_heads=2,
-        qk_dim=8,
-        v_dim=8,
-        max_history=16,
-        n_exact_positions=4,
-        n_pos_buckets=8,
-        head_hidden=16,
-        aux_head=True,
-        dropout=0.0,
-    )
+    cfg = tiny_config(n_layers=1, aux_head=True, dropout=0.0)
     model = HSTURanker(cfg).double().eval()
     g = torch.Generator().manual_seed(15)
     hist = random_history(g, 9, 6)
