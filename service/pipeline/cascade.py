@@ -7,9 +7,11 @@ exactly ``k`` items whenever the catalog holds that many unblocked items.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +36,17 @@ class PipelineResult:
     path: str = "cascade"
 
 
+class Pipeline(Protocol):
+    """What ``/recommend`` runs for an arm: the cascade or the generative path."""
+
+    path: str
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def run(self, ctx: UserContext, k: int,
+            params: Mapping[str, Any] | None = None) -> PipelineResult: ...
+
+
 class _Clock:
     def __init__(self) -> None:
         self.t = time.perf_counter()
@@ -44,8 +57,30 @@ class _Clock:
         return ms
 
 
+def check_params(params: Mapping[str, Any], allowed: Mapping[str, tuple[type, float, float]]
+                 ) -> dict[str, Any]:
+    """An A/B arm's ``params`` against ``{name: (type, min, max)}``: unknown names, wrong types
+    and out-of-range values raise ``ValueError`` naming ``params.<name>``."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name not in allowed:
+            raise ValueError(f"params.{name}: unknown parameter (allowed: {', '.join(allowed)})")
+        kind, lo, hi = allowed[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok or not lo <= value <= hi:
+            raise ValueError(f"params.{name}: expected {kind.__name__} in [{lo}, {hi}], "
+                             f"got {value!r}")
+        out[name] = kind(value)
+    return out
+
+
 class Cascade:
     path = "cascade"
+    # What an A/B arm may override per request (see ``run``).
+    PARAMS: dict[str, tuple[type, float, float]] = {
+        "diversity": (float, 0.0, 1.0), "rerank_window": (int, 1, 2_000)}
 
     def __init__(
         self,
@@ -90,14 +125,23 @@ class Cascade:
     ) -> tuple[np.ndarray, np.ndarray]:
         have = set(ids.tolist())
         blocked = ctx.blocked | have
-        extra_ctx = UserContext(ctx.user_id, ctx.user_index, ctx.history, ctx.user_codes, blocked)
+        extra_ctx = dataclasses.replace(ctx, blocked=blocked)
         extra_ids, extra_scores = self.fallback.recall(extra_ctx, k - len(ids))
         floor = float(scores.min()) if len(scores) else 0.0
         # Fill-ins rank after every real candidate: their popularity score is not comparable.
         extra_scores = np.full(len(extra_ids), floor - 1.0, dtype=np.float32)
         return np.concatenate([ids, extra_ids]), np.concatenate([scores, extra_scores])
 
-    def run(self, ctx: UserContext, k: int) -> PipelineResult:
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return check_params(params, self.PARAMS)
+
+    def run(self, ctx: UserContext, k: int,
+            params: Mapping[str, Any] | None = None) -> PipelineResult:
+        """``params`` (an arm's, checked by ``check_params``) override diversity and
+        rerank_window for this request."""
+        p = params or {}
+        diversity = float(p.get("diversity", self.diversity))
+        rerank_window = int(p.get("rerank_window", self.rerank_window))
         clock = _Clock()
         stages: list[StageTiming] = []
         if ctx.cold:
@@ -115,9 +159,9 @@ class Cascade:
         ids, scores = ids[order], scores[order]
 
         if self.reranker is not None and len(ids) > k:
-            window = max(self.rerank_window, k)
+            window = max(rerank_window, k)
             ids, scores = ids[:window], scores[:window]
-            picked = self.reranker.select(ids, scores, k, self.diversity)
+            picked = self.reranker.select(ids, scores, k, diversity)
             ids, scores = ids[picked], scores[picked]
             stages.append(StageTiming("rerank", self.reranker.name, len(ids), clock.lap()))
         return PipelineResult(ids[:k], scores[:k], stages, cold_start=False, path=self.path)

@@ -20,6 +20,11 @@ class UserContext:
     history: np.ndarray  # (L,) int64 dense item ids, oldest first
     user_codes: np.ndarray  # (F,) int64 user feature codes (zeros for unknown users)
     blocked: set[int] = field(default_factory=set)  # consumed or excluded: never returned
+    # (L,) float64 unix seconds aligned with ``history``; None for caller-given histories.
+    timestamps: np.ndarray | None = None
+    # The store's history version (None for caller-given histories): a cache keyed by
+    # (user_id, version) is valid until the user's next event.
+    version: int | None = None
 
     @property
     def cold(self) -> bool:
@@ -55,12 +60,20 @@ async def build_context(
 ) -> UserContext:
     """A given ``history`` replaces the stored one (stateless callers); otherwise the store's
     most recent ``limit`` interactions are used and its consumed set is blocked."""
+    ts: list[float] | None = None
+    version: int | None = None
     if history is not None:
         hist = resolve_items(rt, history, "history")
         blocked = set(hist)
     elif user_id is not None:
+        # The version is read before the history: an event racing this request bumps it, so
+        # the next request misses any cache entry computed from this (possibly older) read.
+        version = await store.history_version(user_id)
         stored = await store.get_history(user_id, limit)
-        hist = _known(rt, (x.item_id for x in stored))
+        index = rt.items.index
+        known = [x for x in stored if x.item_id in index]
+        hist = [index[x.item_id] for x in known]
+        ts = [x.ts for x in known]
         blocked = set(_known(rt, await store.get_consumed(user_id))) | set(hist)
     else:
         hist, blocked = [], set()
@@ -73,4 +86,6 @@ async def build_context(
         history=np.asarray(hist[-limit:], dtype=np.int64),
         user_codes=rt.user_features(user_index),
         blocked=blocked,
+        timestamps=None if ts is None else np.asarray(ts[-limit:], dtype=np.float64),
+        version=version,
     )

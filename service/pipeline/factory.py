@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.config import Settings
-from service.pipeline.cascade import Cascade
+from service.pipeline.cascade import Cascade, Pipeline
 from service.pipeline.stages import (
     ANNRecall,
     ItemCFRecall,
@@ -24,6 +24,8 @@ class Components:
     rankers: dict[str, Ranker]
     rerankers: dict[str, Reranker]
     cascade: Cascade
+    # Path name ("cascade", "generative") -> pipeline; A/B arms pick one by their ``path``.
+    pipelines: dict[str, Pipeline]
 
 
 def build_components(rt: Runtime, settings: Settings) -> Components:
@@ -47,4 +49,4 @@ def build_components(rt: Runtime, settings: Settings) -> Components:
         rerank_window=settings.rerank_window,
         diversity=settings.rerank_diversity,
     )
-    return Components(recall, rankers, rerankers, cascade)
+    return Components(recall, rankers, rerankers, cascade, {cascade.path: cascade})
