@@ -10,6 +10,7 @@ Layout (read back by ``service.runtime.Runtime.load``; nothing is pickled):
   item_embeddings.safetensors   the item tower's vectors (for ANN and rerank similarity)
   two_tower_items.faiss         HNSW index over those vectors
   deepfm.*, din.*               rankers
+  rqvae.*, semantic_ids.*, tiger.*, hstu.*   the generative path (models/build_generative.py)
 Models train on the leave-one-out training part only, so `genrec eval` numbers are honest.
 The directory is assembled under a temporary name and renamed into place when complete.
 """
@@ -30,6 +31,7 @@ from rich.console import Console
 from safetensors.numpy import save_file
 
 from index.hnsw import HNSWIndex
+from models.build_generative import build_hstu, build_semantic_ids, build_tiger
 from models.checkpoint import save_model
 from models.data import Dataset, Split, leave_one_out, load_dataset
 from models.deepfm import DeepFM, DeepFMConfig
@@ -41,7 +43,7 @@ from models.train.ranker import RankerTrainConfig, train_ranker
 from models.train.two_tower import TwoTowerTrainConfig, train_two_tower
 from models.two_tower import TwoTower, TwoTowerConfig
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: + semantic IDs, TIGER, HSTU
 
 # Model and training sizes. "default" is what `genrec build` ships; "tiny" keeps tests fast.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -56,6 +58,16 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "itemcf_scoring": {"recent": 10, "decay": 0.8},
         "popularity": {"window_days": 30.0},
         "hnsw": {"m": 32, "ef_construction": 200},
+        "semantic_ids": {"source": "auto"},
+        "rqvae": {},
+        "rqvae_train": {},
+        # TIGER reads the last 20 items, as in the paper. On a CPU an epoch is a random
+        # subset of the ~97k ml-100k samples (see models/train/tiger.py); `genrec retrain`
+        # trains on every sample on a GPU.
+        "tiger": {"max_history": 20},
+        "tiger_train": {"epochs": 10, "samples_per_epoch": 4096},
+        "hstu": {},
+        "hstu_train": {},
     },
     "tiny": {
         "two_tower": {"item_dim": 8, "hidden_dim": 32, "out_dim": 16, "max_history": 20},
@@ -67,7 +79,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "itemcf_scoring": {"recent": 10, "decay": 0.8},
         "popularity": {"window_days": 30.0},
         "hnsw": {"m": 16, "ef_construction": 64},
+        "semantic_ids": {"source": "auto"},
+        "rqvae": {"hidden": (64,), "code_dim": 8, "codebook_size": 16, "kmeans_iters": 5},
+        "rqvae_train": {"epochs": 30, "batch_size": 512},
+        "tiger": {"dim": 16, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "ff_dim": 32,
+                  "max_history": 10},
+        "tiger_train": {"epochs": 1, "samples_per_epoch": 256},
+        "hstu": {"dim": 16, "n_layers": 1, "qk_dim": 8, "v_dim": 8, "max_history": 20,
+                 "head_hidden": 16},
+        "hstu_train": {"epochs": 1, "recent_per_user": 2, "sample_frac": 0.0},
     },
+}
+
+# "full": the default models trained on every sample, for a GPU (`genrec build --profile full
+# --device cuda`); the CPU default subsamples TIGER's and HSTU's training positions per epoch.
+PROFILES["full"] = {
+    **PROFILES["default"],
+    "tiger_train": {"epochs": 40, "samples_per_epoch": None, "batch_size": 512,
+                    "num_threads": None},
+    "hstu_train": {"epochs": 20, "sample_frac": 1.0, "num_threads": None},
 }
 
 
@@ -94,6 +124,7 @@ def build(
     seed: int = 0,
     progress: bool = True,
     console: Console | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train everything and write the artifacts directory; returns the manifest."""
     if profile not in PROFILES:
@@ -119,7 +150,8 @@ def build(
     tmp.mkdir(parents=True)
     try:
         manifest = _train_and_export(ds, dataset, split, tables, codes, common, p, tmp, seed,
-                                     progress, console, timings, profile)
+                                     progress, console, timings, profile,
+                                     device)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built directory behind
         raise
@@ -133,7 +165,8 @@ def build(
 def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatureTables,
                       codes: torch.Tensor, common: dict[str, Any], p: dict[str, Any],
                       tmp: Path, seed: int, progress: bool, console: Console,
-                      timings: dict[str, float], profile: str) -> dict[str, Any]:
+                      timings: dict[str, float], profile: str,
+                      device: str = "cpu") -> dict[str, Any]:
 
     configs: dict[str, Any] = {}
     t = time.perf_counter()
@@ -165,6 +198,12 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
     configs["two_tower"] = {"model": dataclasses.asdict(tt_cfg),
                             "train": dataclasses.asdict(tt_train)}
 
+    sids, sid_report = build_semantic_ids(ds, item_emb, p, tmp, seed, progress, console, timings)
+    configs["semantic_ids"] = sid_report
+    configs["tiger"] = build_tiger(ds, split, sids, p, tmp, seed, progress, console, timings,
+                                   device)
+    configs["hstu"] = build_hstu(ds, split, p, tmp, seed, progress, console, timings, device)
+
     rk_train = RankerTrainConfig(seed=seed, **p["ranker_train"])
     for name, cfg_cls, model_cls in (("deepfm", DeepFMConfig, DeepFM), ("din", DINConfig, DIN)):
         t = time.perf_counter()
@@ -193,6 +232,8 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
                     "n_interactions": ds.n_interactions, "split": "leave-one-out"},
         "configs": configs,
         "train_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "semantic_ids": {k: sid_report[k] for k in ("source", "utilisation", "collision_rate",
+                                                     "max_items_per_code", "id_length")},
         "metrics": {},
     }
     _write_json(tmp / "manifest.json", manifest)

@@ -23,6 +23,7 @@ from models.deepfm import DeepFM, DeepFMConfig
 from models.din import DIN, DINConfig
 from models.hstu import HSTURanker, HSTURankerConfig
 from models.rqvae import RQVAE, RQVAEConfig
+from models.tiger import TIGER, TigerConfig
 from models.two_tower import TwoTower, TwoTowerConfig
 
 # registry key -> (config dataclass, module class)
@@ -43,6 +44,7 @@ register_model("deepfm", DeepFMConfig, DeepFM)
 register_model("din", DINConfig, DIN)
 register_model("hstu", HSTURankerConfig, HSTURanker)
 register_model("rqvae", RQVAEConfig, RQVAE)
+register_model("tiger", TigerConfig, TIGER)
 
 
 def model_type(model: nn.Module) -> str:

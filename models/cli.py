@@ -39,17 +39,29 @@ def _fail(exc: Exception) -> NoReturn:
 def build(
     dataset: DatasetOpt = "ml-100k",
     artifacts: ArtifactsOpt = None,
-    profile: Annotated[str, typer.Option(help="model sizes: default or tiny")] = "default",
+    profile: Annotated[str, typer.Option(
+        help="default, tiny (tests) or full (every training sample; meant for a GPU)")
+    ] = "default",
     seed: int = 0,
     evaluate: Annotated[bool, typer.Option(help="run `genrec eval` afterwards")] = True,
+    device: Annotated[str, typer.Option(
+        help="torch device for the generative models' training, e.g. cuda")] = "cpu",
 ) -> None:
     """Train the cascade models on DATASET and export them to an artifacts directory."""
     from models.build import build as run_build
     from models.data import DataFormatError
 
     out = artifacts or _default_artifacts(dataset)
+    import torch
+
     try:
-        run_build(dataset, out, profile=profile, seed=seed, console=console)
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        _fail(ValueError(f"--device: {exc}"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        _fail(ValueError("--device cuda: no CUDA device is available on this machine"))
+    try:
+        run_build(dataset, out, profile=profile, seed=seed, console=console, device=device)
     except (DataFormatError, ValueError) as exc:
         _fail(exc)
     if evaluate:
@@ -63,9 +75,10 @@ def eval_(
     artifacts: ArtifactsOpt = None,
     stage: Annotated[str, typer.Option(help="test or valid")] = "test",
     methods: Annotated[str, typer.Option(
-        help="comma-separated: popular,itemcf,ann,cascade")] = "popular,itemcf,ann,cascade",
+        help="comma-separated, from: popular,itemcf,ann,cascade,semantic_id,generative")
+    ] = "popular,itemcf,ann,cascade,semantic_id,generative",
 ) -> None:
-    """Full-ranking HR@10/NDCG@10/HR@50/NDCG@50 per recall source and for the cascade."""
+    """Full-ranking HR@10/NDCG@10/HR@50/NDCG@50 per recall source and for both paths."""
     import torch
 
     from models.build import update_metrics
@@ -108,7 +121,7 @@ def eval_(
         # per-user batches this small is slower, pathologically so on a busy machine.
         torch.set_num_threads(settings.torch_threads)
         results = evaluate(rt, leave_one_out(ds), [m.strip() for m in methods.split(",")],
-                           stage=stage, settings=settings)
+                           stage=stage, settings=settings, timestamps=ds.timestamps)
     except ValueError as exc:
         _fail(exc)
     update_metrics(out, stage, results)

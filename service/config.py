@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +38,39 @@ class Settings(BaseSettings):
     rerank_window: int = Field(100, ge=1, le=2_000)
     hnsw_ef_search: int = Field(128, ge=1, le=4_096)
 
+    # Generative path (service/pipeline/factory.py). Defaults mirror the constructors' (added
+    # with the A/B wiring so the factory's settings exist; the lead owns the values).
+    semantic_id_beam_size: int = Field(50, ge=1, le=1_000)
+    semantic_id_temperature: float = Field(0.0, ge=0.0, le=10.0)
+    generative_candidates: int = Field(100, ge=1, le=1_000)
+    hstu_microbatch: int = Field(128, ge=1, le=4_096)
+    hstu_cache_size: int = Field(256, ge=1, le=1_000_000)
+    hstu_cache_ttl_s: float = Field(30.0, gt=0.0, le=86_400.0)
+
+    # A/B experiment (see service/experiments.py). GENREC_EXPERIMENT_JSON wins over the file;
+    # neither means one arm, "cascade", with all traffic.
+    experiment_file: Path | None = None
+    experiment_json: str | None = None
+    # Bearer token for /admin/*; unset means the admin endpoints answer 403 (disabled).
+    admin_token: SecretStr | None = None
+    # Exposures: the Redis stream is capped near this length (MAXLEN ~); the embedded store
+    # remembers this many requests for click attribution.
+    exposure_stream_maxlen: int = Field(100_000, ge=1, le=100_000_000)
+    # How long (seconds) a served list can still be credited with a click (Redis backend).
+    exposure_ttl_s: float = Field(86_400.0, ge=0.001, le=90 * 86_400, allow_inf_nan=False)
+
     # Runtime.
     torch_threads: int = Field(1, ge=1, le=256)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65_535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("experiment_file", "experiment_json", "admin_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        # An exported-but-empty variable (GENREC_ADMIN_TOKEN=) means "not set", never an
+        # empty token that every empty Authorization header would match.
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("redis_url")
     @classmethod

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
+from service.errors import ForbiddenError, UnauthorizedError
+from service.experiments import Experiment, ExposureLog
 from service.pipeline.factory import Components
 from service.runtime import Runtime
 from service.state import AppState
 from service.stores.base import UserStore
+
+# auto_error=False: a missing or non-Bearer header comes back as None and ``require_admin``
+# answers in the service's error shape (401 + WWW-Authenticate).
+_bearer = HTTPBearer(auto_error=False, description="GENREC_ADMIN_TOKEN")
 
 
 def get_state(request: Request) -> AppState:
@@ -33,8 +41,37 @@ def get_components(state: Annotated[AppState, Depends(get_state)]) -> Components
     return state.require()[1]
 
 
+def get_experiment(state: Annotated[AppState, Depends(get_state)]) -> Experiment:
+    # A snapshot: a share change during the request doesn't affect it.
+    return state.experiment
+
+
+def get_exposures(state: Annotated[AppState, Depends(get_state)]) -> ExposureLog:
+    return state.exposures
+
+
+def require_admin(
+    settings: Annotated[Settings, Depends(get_settings)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """No admin token configured -> 403 (admin disabled); no/malformed Bearer header -> 401;
+    a wrong token -> 403. Compared in constant time."""
+    if settings.admin_token is None:
+        raise ForbiddenError("admin endpoints are disabled: GENREC_ADMIN_TOKEN is not set")
+    if creds is None:
+        raise UnauthorizedError()
+    given = creds.credentials.encode("utf-8", "surrogateescape")
+    expected = settings.admin_token.get_secret_value().encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, expected):
+        raise ForbiddenError("wrong admin token")
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 StoreDep = Annotated[UserStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ComponentsDep = Annotated[Components, Depends(get_components)]
+ExperimentDep = Annotated[Experiment, Depends(get_experiment)]
+ExposuresDep = Annotated[ExposureLog, Depends(get_exposures)]
+# For ``dependencies=[RequireAdmin]`` on a router or route.
+RequireAdmin = Depends(require_admin)

@@ -12,11 +12,14 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class DomainError(Exception):
     status_code = 400
     kind = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, loc: Sequence[str | int], msg: str) -> None:
         super().__init__(msg)
@@ -43,9 +46,40 @@ class InvalidFieldError(DomainError):
 class NotReadyError(DomainError):
     status_code = 503
     kind = "not_ready"
+    headers = {"Retry-After": "1"}
 
     def __init__(self) -> None:
         super().__init__([], "artifacts are still loading; retry shortly")
+
+
+class UnauthorizedError(DomainError):
+    """No usable credentials (missing or malformed ``Authorization: Bearer``)."""
+
+    status_code = 401
+    kind = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self, msg: str = "send Authorization: Bearer <admin token>") -> None:
+        super().__init__(["header", "authorization"], msg)
+
+
+class ForbiddenError(DomainError):
+    """Credentials given but not accepted (wrong token, or admin disabled)."""
+
+    status_code = 403
+    kind = "forbidden"
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(["header", "authorization"], msg)
+
+
+class StoreUnavailableError(DomainError):
+    status_code = 503
+    kind = "store_unavailable"
+    headers = {"Retry-After": "1"}
+
+    def __init__(self) -> None:
+        super().__init__([], "the store (Redis) is unreachable; retry shortly")
 
 
 def _decode_bytes(raw: bytes) -> str:
@@ -75,8 +109,13 @@ def json_safe(value: Any) -> Any:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if isinstance(exc, NotReadyError) else None
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _store_down(request: Request, _: Exception) -> JSONResponse:
+        # A Redis outage is a retryable 503, not a 500 (the message never echoes the URL).
+        return await _domain(request, StoreUnavailableError())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,20 +1,67 @@
-"""Start-up work: load the artifacts, wire the pipeline, seed the store."""
+"""Start-up work: load the artifacts, wire the pipeline, check the experiment's arms against it,
+seed the store."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 
 from models.data import load_dataset
 from service import metrics
-from service.pipeline.factory import build_components
+from service.errors import InvalidFieldError
+from service.experiments import Experiment, ExperimentConfigError
+from service.pipeline.cascade import Pipeline
+from service.pipeline.factory import Components, build_components
 from service.runtime import Runtime
 from service.state import AppState
 from service.stores.base import Interaction
 
 log = logging.getLogger("genrec")
+T = TypeVar("T")
+
+
+class Registry(dict[str, T]):
+    """A name -> component dict whose missing names are a 422 naming the request field, so a
+    schema literal for a component this deployment doesn't build (yet) is never a KeyError
+    500 (e.g. ``/recall`` with ``"method": "semantic_id"``)."""
+
+    def __init__(self, entries: Mapping[str, T], loc: Sequence[str], what: str) -> None:
+        super().__init__(entries)
+        self.loc, self.what = list(loc), what
+
+    def __missing__(self, key: str) -> T:
+        raise InvalidFieldError(self.loc, f"{self.what} {key!r} is not available in this "
+                                          f"deployment (available: {', '.join(sorted(self))})")
+
+
+def guard(components: Components) -> Components:
+    components.recall = Registry(components.recall, ["body", "method"], "recall method")
+    components.rankers = Registry(components.rankers, ["body", "model"], "ranker")
+    components.rerankers = Registry(components.rerankers, ["body", "method"], "rerank method")
+    return components
+
+
+def check_arms(experiment: Experiment, pipelines: Mapping[str, Pipeline]
+               ) -> dict[str, dict[str, Any]]:
+    """Each arm's params as checked by its path's pipeline. An arm whose path isn't served, or
+    whose params its pipeline rejects, raises ``ExperimentConfigError`` naming the arm."""
+    checked: dict[str, dict[str, Any]] = {}
+    for i, arm in enumerate(experiment.arms):
+        where = f"experiment {experiment.name!r}: arms.{i} ({arm.name!r})"
+        pipeline = pipelines.get(arm.path)
+        if pipeline is None:
+            raise ExperimentConfigError(
+                f"{where}: path: {arm.path!r} is not served by this deployment "
+                f"(served: {', '.join(sorted(pipelines)) or 'none'})")
+        try:
+            checked[arm.name] = pipeline.check_params(arm.params)
+        except ValueError as exc:
+            raise ExperimentConfigError(f"{where}: {exc}") from None
+    return checked
 
 
 async def seed_store(state: AppState, rt: Runtime) -> None:
@@ -45,7 +92,8 @@ async def load_into(state: AppState) -> None:
     try:
         torch.set_num_threads(s.torch_threads)
         rt = await asyncio.to_thread(Runtime.load, s.artifacts_dir, s.hnsw_ef_search)
-        components = build_components(rt, s)
+        components = guard(build_components(rt, s))
+        state.arm_params = check_arms(state.experiment, components.pipelines)
         if s.seed_store:
             await seed_store(state, rt)
         state.runtime, state.components = rt, components

@@ -1,5 +1,10 @@
 """Every Prometheus metric of the service, declared once. Labels stay low-cardinality: the
-route template (never the raw path), the stage name, the model name."""
+route template (never the raw path), the stage name, the model name, and A/B arm names, which
+come from the experiment config (never from requests).
+
+CTR per arm: ``sum by (arm) (rate(genrec_ab_clicks_total[5m]))
+/ sum by (arm) (rate(genrec_ab_exposures_total[5m]))``.  These counters are per process; the
+cumulative totals shared by all replicas are in Redis (``GET /admin/experiment``)."""
 
 from __future__ import annotations
 
@@ -32,3 +37,21 @@ MODEL_INFO = Gauge(
     ["model", "version"],
 )
 READY = Gauge("genrec_ready", "1 once the artifacts are loaded")
+
+# A/B experiment, per arm.
+AB_REQUESTS = Counter(
+    "genrec_ab_requests_total", "Recommendations served, by A/B arm and pipeline path",
+    ["arm", "path"],
+)
+AB_LATENCY = Histogram(
+    "genrec_ab_latency_seconds", "/recommend handler latency by A/B arm",
+    ["arm"], buckets=_LATENCY_BUCKETS,
+)
+AB_EXPOSURES = Counter(
+    "genrec_ab_exposures_total", "Served lists recorded as exposures, by A/B arm", ["arm"]
+)
+AB_CLICKS = Counter(
+    "genrec_ab_clicks_total", "Clicks attributed to an exposure (once per request and item), by "
+    "A/B arm", ["arm"],
+)
+AB_SHARE = Gauge("genrec_ab_share", "Current traffic share of each A/B arm", ["arm"])

@@ -16,6 +16,7 @@ from safetensors.numpy import load_file
 
 from index import load_index
 from index.base import VectorIndex
+from index.semantic_ids import SemanticIds
 from models.checkpoint import load_model
 from models.data.dataset import IdMap
 from models.itemcf import ItemCF
@@ -29,6 +30,7 @@ ITEMCF = "itemcf.safetensors"
 ANN_INDEX = "two_tower_items.faiss"
 ITEM_EMBEDDINGS = "item_embeddings.safetensors"
 RANKERS = ("din", "deepfm")
+SEMANTIC_IDS = "semantic_ids.safetensors"
 
 
 def read_manifest(directory: Path) -> dict:
@@ -54,6 +56,10 @@ class Runtime:
     ann: VectorIndex
     item_emb: np.ndarray  # (n_items, D) float32, L2-normalised two-tower item vectors
     rankers: dict[str, torch.nn.Module] = field(default_factory=dict)
+    # The generative path: semantic IDs, the TIGER generator, the HSTU ranker.
+    semantic_ids: SemanticIds | None = None
+    tiger: torch.nn.Module | None = None
+    hstu: torch.nn.Module | None = None
 
     @property
     def n_items(self) -> int:
@@ -92,4 +98,7 @@ class Runtime:
             ann=load_index(directory / ANN_INDEX, ef_search=ef_search),
             item_emb=np.ascontiguousarray(emb),
             rankers={name: load_model(directory, name) for name in RANKERS},
+            semantic_ids=SemanticIds.load(directory / SEMANTIC_IDS),
+            tiger=load_model(directory, "tiger"),
+            hstu=load_model(directory, "hstu"),
         )

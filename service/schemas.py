@@ -3,7 +3,7 @@ models with optional fields only, so existing clients keep working."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -14,6 +14,11 @@ MAX_IDS = 1_000
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+# The service issues 32 hex chars; clients echo them back on /events.
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                             pattern=r"^[A-Za-z0-9_-]+$")]
+ArmName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Share = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -40,11 +45,15 @@ class RecommendRequest(_Strict):
     history: list[ItemId] | None = Field(
         None, max_length=MAX_IDS, description="replaces the stored history (stateless callers)"
     )
+    path: Literal["cascade", "generative"] | None = Field(
+        None, description="QA: force the first arm serving this path (not recorded as an exposure)"
+    )
 
 
 class RecommendResponse(BaseModel):
     request_id: str
     user_id: str
+    arm: str
     path: str
     items: list[ScoredItem]
     stages: list[Stage]
@@ -63,7 +72,7 @@ class _UserOrHistory(_Strict):
 
 
 class RecallRequest(_UserOrHistory):
-    method: Literal["popular", "itemcf", "ann"]
+    method: Literal["popular", "itemcf", "ann", "semantic_id"]
     k: int = Field(100, ge=1, le=MAX_IDS)
 
 
@@ -75,7 +84,7 @@ class RecallResponse(BaseModel):
 
 class RankRequest(_UserOrHistory):
     item_ids: list[ItemId] = Field(min_length=1, max_length=MAX_IDS)
-    model: Literal["deepfm", "din"] = "din"
+    model: Literal["deepfm", "din", "hstu"] = "din"
 
 
 class RankResponse(BaseModel):
@@ -103,6 +112,10 @@ class EventIn(_Strict):
     type: EventType = "view"
     # The stores reject non-finite timestamps; rejecting them here makes that a 422, not a 500.
     ts: float | None = Field(None, ge=0, allow_inf_nan=False)
+    request_id: RequestId | None = Field(
+        None, description="the /recommend response's request_id: a click, like or purchase of "
+        "an item of that list is credited to its A/B arm (once per request and item)"
+    )
 
 
 class EventsRequest(_Strict):
@@ -122,3 +135,26 @@ class HistoryItem(BaseModel):
 class HistoryResponse(BaseModel):
     user_id: str
     items: list[HistoryItem]
+
+
+class ArmOut(BaseModel):
+    name: str
+    path: str
+    share: float
+    params: dict[str, Any]
+    exposures: int
+    clicks: int
+    ctr: float | None = Field(description="clicks / exposures; null before any exposure")
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    salt: str
+    arms: list[ArmOut]
+
+
+class SharesIn(_Strict):
+    shares: dict[ArmName, Share] = Field(
+        min_length=1, max_length=100,
+        description="new shares by arm name; arms not named keep theirs; the total must be 1",
+    )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.pipeline.cascade import Cascade, Pipeline
+from service.pipeline.generative import Generative, SemanticIdRecall
+from service.pipeline.hstu_stage import HSTUCacheStore, HSTURankStage
 from service.pipeline.stages import (
     ANNRecall,
     ItemCFRecall,
@@ -21,7 +23,7 @@ from service.runtime import Runtime
 @dataclass
 class Components:
     recall: dict[str, RecallSource]
-    rankers: dict[str, Ranker]
+    rankers: dict[str, Ranker | HSTURankStage]
     rerankers: dict[str, Reranker]
     cascade: Cascade
     # Path name ("cascade", "generative") -> pipeline; A/B arms pick one by their ``path``.
@@ -35,7 +37,8 @@ def build_components(rt: Runtime, settings: Settings) -> Components:
         "itemcf": ItemCFRecall(rt.itemcf),
         "ann": ANNRecall(rt.two_tower, rt.ann),
     }
-    rankers = {name: Ranker(name, model) for name, model in rt.rankers.items()}
+    rankers: dict[str, Ranker | HSTURankStage] = {
+        name: Ranker(name, model) for name, model in rt.rankers.items()}
     rerankers = {m: Reranker(m, rt.item_emb) for m in ("mmr", "dpp")}
     cascade = Cascade(
         sources=[
@@ -49,4 +52,19 @@ def build_components(rt: Runtime, settings: Settings) -> Components:
         rerank_window=settings.rerank_window,
         diversity=settings.rerank_diversity,
     )
-    return Components(recall, rankers, rerankers, cascade, {cascade.path: cascade})
+    pipelines: dict[str, Pipeline] = {cascade.path: cascade}
+    if rt.tiger is not None and rt.semantic_ids is not None and rt.hstu is not None:
+        generator = SemanticIdRecall(rt.tiger, rt.semantic_ids, settings.semantic_id_beam_size,
+                                     settings.semantic_id_temperature)
+        recall[generator.name] = generator
+        hstu = HSTURankStage(rt.hstu, microbatch=settings.hstu_microbatch,
+                             cache=HSTUCacheStore(ttl_s=settings.hstu_cache_ttl_s,
+                                                  max_size=settings.hstu_cache_size))
+        rankers[hstu.name] = hstu
+        generative = Generative(
+            generator, fallback=recall["ann"], ranker=hstu,
+            reranker=None if settings.rerank == "none" else rerankers[settings.rerank],
+            popular=popular, n_candidates=settings.generative_candidates,
+            diversity=settings.rerank_diversity)
+        pipelines[generative.path] = generative
+    return Components(recall, rankers, rerankers, cascade, pipelines)

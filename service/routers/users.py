@@ -1,4 +1,4 @@
-"""POST /events (interaction ingestion) and GET /users/{user_id}/history."""
+"""POST /events (interaction ingestion, click attribution) and GET /users/{user_id}/history."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from service import metrics
-from service.deps import RuntimeDep, StoreDep
+from service.deps import ExposuresDep, RuntimeDep, StoreDep
 from service.errors import UnknownItemError
+from service.exposures import CLICK_TYPES
 from service.schemas import EventsRequest, EventsResponse, HistoryItem, HistoryResponse
 from service.stores.base import Event
 
@@ -17,7 +18,9 @@ router = APIRouter(tags=["users"])
 
 
 @router.post("/events", response_model=EventsResponse)
-async def events(req: EventsRequest, rt: RuntimeDep, store: StoreDep) -> EventsResponse:
+async def events(
+    req: EventsRequest, rt: RuntimeDep, store: StoreDep, exposures: ExposuresDep
+) -> EventsResponse:
     # Validate the whole batch before writing anything: it is all-or-nothing.
     known = rt.items.index
     for pos, ev in enumerate(req.events):
@@ -29,6 +32,14 @@ async def events(req: EventsRequest, rt: RuntimeDep, store: StoreDep) -> EventsR
     accepted = await store.append_events(batch)
     for e in batch:
         metrics.EVENTS.labels(e.type).inc()
+    # A click, like or purchase carrying the request_id of a recorded exposure is credited to
+    # that exposure's arm, once per (request, item). An unknown or expired request_id, or an
+    # item that wasn't in that list, counts nothing and is not an error.
+    for e in req.events:
+        if e.request_id is not None and e.type in CLICK_TYPES:
+            arm = await exposures.attribute_click(e.request_id, e.item_id)
+            if arm is not None:
+                metrics.AB_CLICKS.labels(arm).inc()
     return EventsResponse(accepted=accepted)
 
 
