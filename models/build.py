@@ -95,9 +95,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 # --device cuda`); the CPU default subsamples TIGER's and HSTU's training positions per epoch.
 PROFILES["full"] = {
     **PROFILES["default"],
-    "tiger_train": {"epochs": 40, "samples_per_epoch": None, "batch_size": 512,
+    "tiger_train": {"epochs": 30, "samples_per_epoch": None, "batch_size": 512,
                     "num_threads": None},
-    "hstu_train": {"epochs": 20, "sample_frac": 1.0, "num_threads": None},
+    "hstu_train": {"epochs": 10, "sample_frac": 1.0, "batch_size": 256, "num_threads": None},
 }
 
 

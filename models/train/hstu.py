@@ -143,22 +143,26 @@ def train_hstu(model: HSTURanker, split: Split, n_items: int, cfg: HSTUTrainConf
         batches[:] = length_batches(np.arange(len(sel)), hist_len[sel], cfg.batch_size,
                                     cfg.length_chunk, rng)
 
+    dev = next(model.parameters()).device  # batches go to the model's device
+
     def batch_loss(which: np.ndarray) -> torch.Tensor:
         rows = batches[int(which[0])]
         idx = epoch["sel"][rows]  # (b,) example indices
         m = int(hist_len[idx].max())  # longest history in the batch: the rest is padding
         win = samples.starts[idx][:, None] + np.arange(L - m, L)  # (b, m) into samples.flat
-        history = torch.from_numpy(samples.flat[win])  # (b, m) right-aligned, left-padded
-        ts = None if flat_t is None else torch.from_numpy(flat_t[win])  # (b, m) float64 s
+        history = torch.from_numpy(samples.flat[win]).to(dev)  # (b, m) right-aligned
+        ts = None if flat_t is None else torch.from_numpy(flat_t[win]).to(dev)  # (b, m) s
         items = torch.from_numpy(
-            np.concatenate([samples.targets[idx, None], epoch["negs"][rows]], axis=1))  # (b, 1+k)
-        no_codes = torch.zeros(len(idx), 0, dtype=torch.long)  # HSTU ignores user codes
+            np.concatenate([samples.targets[idx, None], epoch["negs"][rows]], axis=1)
+        ).to(dev)  # (b, 1+k)
+        no_codes = torch.zeros(len(idx), 0, dtype=torch.long, device=dev)  # HSTU: no codes
+        zeros = torch.zeros(len(idx), dtype=torch.long, device=dev)  # target at index 0
         if flat_r is None:
             logits = model.score_items(no_codes, history, items, ts)  # (b, 1+k)
-            return F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
+            return F.cross_entropy(logits, zeros)
         logits, aux = model.score_items_with_aux(no_codes, history, items, ts)  # (b, 1+k) x2
-        main = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
-        label = torch.from_numpy(flat_r[samples.starts[idx] + L] >= 4.0).to(aux.dtype)  # (b,)
+        main = F.cross_entropy(logits, zeros)
+        label = torch.from_numpy(flat_r[samples.starts[idx] + L] >= 4.0).to(dev, aux.dtype)
         return main + cfg.aux_weight * F.binary_cross_entropy_with_logits(aux[:, 0], label)
 
     # The loop's rows are whole batches (rebuilt each epoch by new_epoch), one per step.
