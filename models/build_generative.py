@@ -76,11 +76,13 @@ def item_embedding_source(ds: Dataset, source: str, collaborative: np.ndarray,
 
 def build_semantic_ids(ds: Dataset, collaborative: np.ndarray, p: dict[str, Any], out: Path,
                        seed: int, progress: bool, console: Console,
-                       timings: dict[str, float]) -> tuple[SemanticIds, dict[str, Any]]:
-    """Train the RQ-VAE, derive unique semantic IDs, write both; -> (ids, report)."""
+                       timings: dict[str, float], cache_dir: Path | None = None,
+                       ) -> tuple[SemanticIds, dict[str, Any]]:
+    """Train the RQ-VAE, derive unique semantic IDs, write both; -> (ids, report). Content
+    vectors are cached under ``cache_dir`` (default: ``.cache`` beside ``out``)."""
     t = time.perf_counter()
     source, x = item_embedding_source(ds, p["semantic_ids"]["source"], collaborative,
-                                      out.parent / ".cache")
+                                      cache_dir or out.parent / ".cache")
     timings["item_content"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg = RQVAEConfig(in_dim=int(x.shape[1]), seed=seed, **p["rqvae"])
