@@ -185,7 +185,7 @@ async def test_bad_event_type_is_422(client: httpx.AsyncClient) -> None:
     assert r.status_code == 422 and loc_of(r) == ["body", "events", 0, "type"]
 
 
-@pytest.mark.parametrize("method", ["popular", "itemcf", "ann"])
+@pytest.mark.parametrize("method", ["popular", "itemcf", "ann", "semantic_id"])
 async def test_recall_methods(
     client: httpx.AsyncClient, method: str, rated: dict[str, set[str]]
 ) -> None:
@@ -210,7 +210,7 @@ async def test_recall_needs_user_or_history(client: httpx.AsyncClient) -> None:
     assert r.status_code == 422 and loc_of(r) == ["body", "method"]
 
 
-@pytest.mark.parametrize("model", ["deepfm", "din"])
+@pytest.mark.parametrize("model", ["deepfm", "din", "hstu"])
 async def test_rank_sorts_given_items(client: httpx.AsyncClient, model: str) -> None:
     items = ["1", "50", "100", "181", "258", "7"]
     r = await client.post("/rank", json={"user_id": "3", "item_ids": items, "model": model})

@@ -85,15 +85,16 @@ def test_build_unknown_profile_fails_cleanly(tmp_path: Path) -> None:
 
 def test_eval_prints_table_and_stores_metrics(artifacts_copy: Path) -> None:
     assert "test" not in manifest_of(artifacts_copy).get("metrics", {})
-    result = invoke("eval", "--artifacts", artifacts_copy, "--methods", "popular,cascade")
+    result = invoke("eval", "--artifacts", artifacts_copy, "--methods",
+                    "popular,cascade,semantic_id,generative")
     out = click.unstyle(result.output)
     assert result.exit_code == 0, (out, result.exception)
     assert all(m in out for m in METRICS)
 
     stored = manifest_of(artifacts_copy)["metrics"]["test"]
-    assert set(stored) == {"popular", "cascade"}
-    rows = {line.split()[1]: line for line in out.splitlines() if line.split()[1:2] in
-            (["popular"], ["cascade"])}  # table rows look like "│ popular │ 0.0848 │ ..."
+    assert set(stored) == {"popular", "cascade", "semantic_id", "generative"}
+    rows = {line.split()[1]: line for line in out.splitlines()
+            if line.split()[1:2] and line.split()[1] in stored}  # "│ popular │ 0.0848 │ ..."
     for method, row in stored.items():
         assert all(0.0 <= row[m] <= 1.0 for m in METRICS)
         assert row["HR@10"] <= row["HR@50"] and row["users"] > 0
