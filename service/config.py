@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     rerank_window: int = Field(100, ge=1, le=2_000)
     hnsw_ef_search: int = Field(128, ge=1, le=4_096)
 
-    # Generative path (service/pipeline/factory.py). Defaults mirror the constructors' (added
-    # with the A/B wiring so the factory's settings exist; the lead owns the values).
+    # Generative path (service/pipeline/factory.py): beam width of the semantic-ID search
+    # (widened to the candidate count when smaller), first-token sampling temperature (0 =
+    # deterministic), candidates handed to HSTU, M-FALCON microbatch and history-cache size/TTL.
     semantic_id_beam_size: int = Field(50, ge=1, le=1_000)
     semantic_id_temperature: float = Field(0.0, ge=0.0, le=10.0)
     generative_candidates: int = Field(100, ge=1, le=1_000)
