@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     # deterministic), candidates handed to HSTU, M-FALCON microbatch and history-cache size/TTL.
     semantic_id_beam_size: int = Field(50, ge=1, le=1_000)
     semantic_id_temperature: float = Field(0.0, ge=0.0, le=10.0)
-    generative_candidates: int = Field(100, ge=1, le=1_000)
+    # 50 chosen on the ml-100k validation split (HR@10 0.251 vs 0.228 at 100, 0.222 at 200).
+    generative_candidates: int = Field(50, ge=1, le=1_000)
     hstu_microbatch: int = Field(128, ge=1, le=4_096)
     hstu_cache_size: int = Field(256, ge=1, le=1_000_000)
     hstu_cache_ttl_s: float = Field(30.0, gt=0.0, le=86_400.0)

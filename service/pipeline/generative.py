@@ -64,7 +64,7 @@ class Generative:
         "temperature": (float, 0.0, 10.0), "diversity": (float, 0.0, 1.0)}
 
     def __init__(self, generator: SemanticIdRecall, fallback: ANNRecall, ranker: HSTURankStage,
-                 reranker: Reranker | None, popular: PopularRecall, n_candidates: int = 100,
+                 reranker: Reranker | None, popular: PopularRecall, n_candidates: int = 50,
                  diversity: float = 0.05) -> None:
         self.generator = generator
         self.fallback = fallback
