@@ -123,3 +123,16 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "ml-100k"
     build("ml-100k", out, profile="tiny", seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module (restored after): on tiny tensors extra threads
+    only add sync cost, 50x slower on a busy 2-core box. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -3,8 +3,6 @@ with the embedded store; one class repeats the stateful checks against a real Re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,25 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.app import create_app
 from service.config import Settings
+from tests.helpers import running
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            for _ in range(600):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                if app.state.genrec.load_error:
-                    break
-                await asyncio.sleep(0.05)
-            yield client
 
 
 @pytest.fixture(scope="session")

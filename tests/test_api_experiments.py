@@ -5,7 +5,6 @@ nothing here depends on the generative path being served."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +22,7 @@ from service.experiments import Arm, Experiment, ExperimentConfigError, assign
 from service.loader import check_arms
 from service.pipeline.cascade import Cascade
 from service.state import AppState
+from tests.helpers import running
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,20 +35,6 @@ EXPERIMENT = {
     ],
 }
 
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            for _ in range(600):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                if app.state.genrec.load_error:
-                    break
-                await asyncio.sleep(0.05)
-            yield client
 
 
 def ab_settings(artifacts: Path, **over: Any) -> Settings:

@@ -12,7 +12,7 @@ import pytest
 
 from service.config import Settings
 from service.experiments import Experiment, assign
-from tests.test_api_experiments import running
+from tests.helpers import running
 
 EXPERIMENT = {
     "name": "paths",

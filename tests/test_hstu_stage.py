@@ -3,8 +3,6 @@ equal to the model's one-pass ``score_items``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -18,12 +16,8 @@ N_ITEMS = 40
 MAX_HISTORY = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: extra intra-op threads only add sync cost on a busy 2-core box.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeClock:

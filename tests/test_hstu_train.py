@@ -3,7 +3,6 @@ deterministic function of the last one, and the rating is >= 4 iff the item is e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,8 @@ SEQ_LEN = 12  # the last item of each sequence is held out: the ranking check's 
 MAX_HISTORY = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: extra intra-op threads only add sync cost on a busy 2-core box.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def next_item(i: np.ndarray | int) -> np.ndarray | int:

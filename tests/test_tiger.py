@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,14 +19,8 @@ from models.tiger import ANONYMOUS_BUCKET, TIGER, TigerConfig, pack_histories, u
 from models.tiger_decode import generate
 from models.train.tiger import TigerTrainConfig, next_item_samples, train_tiger
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: extra intra-op threads only add sync cost on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny tensors: extra intra-op threads only add sync cost on a busy 2-core box.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_sids(n: int, levels: int = 3, size: int = 8, seed: int = 0) -> SemanticIds:
