@@ -36,6 +36,18 @@ class PipelineResult:
     path: str = "cascade"
 
 
+def top_up(source: RecallSource, ctx: UserContext, ids: np.ndarray, scores: np.ndarray,
+           want: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``ids`` topped up to ``want`` items from ``source``, never repeating or returning a
+    blocked item -> (ids, scores, how many were added). Fill-ins rank after every real
+    candidate: their scores come from another model and are not comparable."""
+    blocked = ctx.blocked | set(ids.tolist())
+    extra, _ = source.recall(dataclasses.replace(ctx, blocked=blocked), want - len(ids))
+    floor = float(scores.min()) if len(scores) else 0.0
+    extra_scores = np.full(len(extra), floor - 1.0, dtype=np.float32)
+    return np.concatenate([ids, extra]), np.concatenate([scores, extra_scores]), len(extra)
+
+
 class Pipeline(Protocol):
     """What ``/recommend`` runs for an arm: the cascade or the generative path."""
 
@@ -116,21 +128,9 @@ class Cascade:
         keep = np.sort(first)
         merged, merged_scores = merged[keep], merged_scores[keep]
         if len(merged) < k:
-            merged, merged_scores = self._top_up(ctx, merged, merged_scores, k)
+            merged, merged_scores, _ = top_up(self.fallback, ctx, merged, merged_scores, k)
             used.append(self.fallback.name)
         return merged, merged_scores, used
-
-    def _top_up(
-        self, ctx: UserContext, ids: np.ndarray, scores: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        have = set(ids.tolist())
-        blocked = ctx.blocked | have
-        extra_ctx = dataclasses.replace(ctx, blocked=blocked)
-        extra_ids, extra_scores = self.fallback.recall(extra_ctx, k - len(ids))
-        floor = float(scores.min()) if len(scores) else 0.0
-        # Fill-ins rank after every real candidate: their popularity score is not comparable.
-        extra_scores = np.full(len(extra_ids), floor - 1.0, dtype=np.float32)
-        return np.concatenate([ids, extra_ids]), np.concatenate([scores, extra_scores])
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return check_params(params, self.PARAMS)

@@ -10,7 +10,6 @@ cascade, with ``path = "generative"``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 from index.semantic_ids import SemanticIds
 from models.tiger import TIGER, user_bucket
 from models.tiger_decode import generate
-from service.pipeline.cascade import PipelineResult, StageTiming, _Clock, check_params
+from service.pipeline.cascade import PipelineResult, StageTiming, _Clock, check_params, top_up
 from service.pipeline.context import UserContext
 from service.pipeline.hstu_stage import HSTURankStage
 from service.pipeline.stages import ANNRecall, PopularRecall, Reranker
@@ -77,15 +76,6 @@ class Generative:
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return check_params(params, self.PARAMS)
 
-    def _fill(self, source: PopularRecall | ANNRecall, ctx: UserContext, ids: np.ndarray,
-              scores: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Top ``ids`` up to ``want`` from ``source``; fill-ins rank after the real ones."""
-        blocked = ctx.blocked | set(ids.tolist())
-        extra, _ = source.recall(dataclasses.replace(ctx, blocked=blocked), want - len(ids))
-        floor = float(scores.min()) if len(scores) else 0.0
-        extra_scores = np.full(len(extra), floor - 1.0, dtype=np.float32)
-        return np.concatenate([ids, extra]), np.concatenate([scores, extra_scores]), len(extra)
-
     def run(self, ctx: UserContext, k: int,
             params: Mapping[str, Any] | None = None) -> PipelineResult:
         p = params or {}
@@ -101,10 +91,10 @@ class Generative:
         ids, scores = self.generator.recall(ctx, n_cand, p.get("beam_size"), p.get("temperature"))
         stages.append(StageTiming("recall", self.generator.name, len(ids), clock.lap()))
         if len(ids) < n_cand:
-            ids, scores, n = self._fill(self.fallback, ctx, ids, scores, n_cand)
+            ids, scores, n = top_up(self.fallback, ctx, ids, scores, n_cand)
             stages.append(StageTiming("recall_fallback", self.fallback.name, n, clock.lap()))
         if len(ids) < k:
-            ids, scores, n = self._fill(self.popular, ctx, ids, scores, k)
+            ids, scores, n = top_up(self.popular, ctx, ids, scores, k)
             stages.append(StageTiming("recall_fallback", self.popular.name, n, clock.lap()))
 
         if len(ids):
