@@ -21,8 +21,10 @@ from torch import nn
 
 from models.deepfm import DeepFM, DeepFMConfig
 from models.din import DIN, DINConfig
+from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.hstu import HSTURanker, HSTURankerConfig
 from models.rqvae import RQVAE, RQVAEConfig
+from models.sasrec import SASRec, SASRecConfig
 from models.tiger import TIGER, TigerConfig
 from models.two_tower import TwoTower, TwoTowerConfig
 
@@ -45,6 +47,8 @@ register_model("din", DINConfig, DIN)
 register_model("hstu", HSTURankerConfig, HSTURanker)
 register_model("rqvae", RQVAEConfig, RQVAE)
 register_model("tiger", TigerConfig, TIGER)
+register_model("gru4rec", GRU4RecConfig, GRU4Rec)
+register_model("sasrec", SASRecConfig, SASRec)
 
 
 def model_type(model: nn.Module) -> str:

@@ -1,0 +1,66 @@
+"""SASRec training, the paper's objective.
+
+One row = one user with >= 2 training items. Inputs are seq[:-1] and targets seq[1:] (their
+last ``max_len`` items, right-aligned, left-padded with ``n_items``); at every real position
+the hidden state is scored against the target and against one negative drawn uniformly among
+items absent from the user's training sequence (fresh draws every batch). Loss: binary
+cross-entropy on the positive (label 1) and negative (label 0) logits, summed per position and
+averaged over the real (non-padding) positions of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.features import pad_histories
+from models.sasrec import SASRec
+from models.train.loop import run_epochs, setup
+from models.train.samples import consumed_keys, sample_negatives
+
+
+@dataclass
+class SASRecTrainConfig:
+    epochs: int = 20
+    batch_size: int = 128  # users per batch
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    num_threads: int | None = 2  # torch intra-op threads; None leaves torch's setting alone
+    max_len: int | None = None  # None: the model's cfg.max_len
+
+
+def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
+                 cfg: SASRecTrainConfig, progress: bool = True) -> list[float]:
+    """Train ``model`` in place on ``split_train`` (per-user int64 sequences, e.g.
+    ``Split.train``); returns the mean loss per epoch and leaves the model in eval mode."""
+    rng = setup(cfg.seed, cfg.num_threads)
+    L = cfg.max_len or model.cfg.max_len
+    seqs = [np.asarray(s, dtype=np.int64) for s in split_train]
+    users = np.array([u for u, s in enumerate(seqs) if len(s) >= 2], dtype=np.int64)
+    if len(users) == 0:
+        raise ValueError("no training examples: every training sequence has < 2 items")
+    consumed = consumed_keys(seqs, n_items)
+    dev = next(model.parameters()).device  # batches go to the model's device
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        batch_users = users[idx]  # (b,)
+        inputs = pad_histories([seqs[u][:-1] for u in batch_users], L, n_items)  # (b, L)
+        targets = pad_histories([seqs[u][1:] for u in batch_users], L, n_items)  # (b, L)
+        negs = torch.from_numpy(
+            sample_negatives(batch_users, L, n_items, consumed, rng))  # (b, L)
+        inputs, targets, negs = inputs.to(dev), targets.to(dev), negs.to(dev)
+        valid = targets != n_items  # (b, L)
+        states = model(inputs)[valid]  # (n, d), n real positions
+        pos = model.logits(states, targets[valid])  # (n,)
+        neg = model.logits(states, negs[valid])  # (n,)
+        loss = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
+                + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg),
+                                                     reduction="sum"))
+        return loss / valid.sum().clamp_min(1)
+
+    return run_epochs(model, len(users), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
+                      rng, batch_loss, "sasrec", progress=progress)
