@@ -26,3 +26,14 @@ async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
                     break
                 await asyncio.sleep(0.05)
             yield client
+
+
+async def delete_keys(redis_url: str, prefix: str) -> None:
+    """Remove every key under ``prefix`` (a test's private namespace) from a real Redis."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(redis_url)
+    keys = [k async for k in raw.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await raw.delete(*keys)
+    await raw.aclose()

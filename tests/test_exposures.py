@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from service.experiments import ExposureLog, InMemoryExposureLog
 from service.exposures import RedisExposureLog, close_exposure_log, create_exposure_log
+from tests.helpers import delete_keys
 
 MakeLog = Callable[..., ExposureLog]
 
@@ -33,11 +34,7 @@ async def make_log(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIter
     for log in created:
         await close_exposure_log(log)
     if url:
-        raw = aioredis.Redis.from_url(url)
-        keys = [k async for k in raw.scan_iter(match=f"{key_prefix}*")]
-        if keys:
-            await raw.delete(*keys)
-        await raw.aclose()
+        await delete_keys(url, key_prefix)
 
 
 @pytest.fixture

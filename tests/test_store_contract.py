@@ -20,6 +20,7 @@ from service.stores import (
     UserStore,
     create_store,
 )
+from tests.helpers import delete_keys
 
 MakeStore = Callable[..., UserStore]
 
@@ -41,11 +42,7 @@ async def make_store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIt
     for s in created:
         await s.close()
     if redis_url:
-        raw = aioredis.Redis.from_url(redis_url)
-        keys = [k async for k in raw.scan_iter(match=f"{key_prefix}*")]
-        if keys:
-            await raw.delete(*keys)
-        await raw.aclose()
+        await delete_keys(redis_url, key_prefix)
 
 
 @pytest.fixture
