@@ -11,6 +11,8 @@ Layout (read back by ``service.runtime.Runtime.load``; nothing is pickled):
   two_tower_items.faiss         HNSW index over those vectors
   deepfm.*, din.*               rankers
   rqvae.*, semantic_ids.*, tiger.*, hstu.*   the generative path (models/build_generative.py)
+  gru4rec.*, sasrec.*, hstu_retrieval.* (+ *_items.faiss)   sequential retrievers
+                                (models/build_retrieval.py)
 Models train on the leave-one-out training part only, so `genrec eval` numbers are honest.
 The directory is assembled under a temporary name and renamed into place when complete.
 """
@@ -32,6 +34,7 @@ from safetensors.numpy import save_file
 
 from index.hnsw import HNSWIndex
 from models.build_generative import build_hstu, build_semantic_ids, build_tiger
+from models.build_retrieval import build_sequential
 from models.checkpoint import save_model
 from models.data import Dataset, Split, leave_one_out, load_dataset
 from models.deepfm import DeepFM, DeepFMConfig
@@ -43,7 +46,7 @@ from models.train.ranker import RankerTrainConfig, train_ranker
 from models.train.two_tower import TwoTowerTrainConfig, train_two_tower
 from models.two_tower import TwoTower, TwoTowerConfig
 
-ARTIFACT_VERSION = 2  # 2: + semantic IDs, TIGER, HSTU
+ARTIFACT_VERSION = 3  # 2: + semantic IDs, TIGER, HSTU; 3: + sequential retrievers, TDM
 
 # Model and training sizes. "default" is what `genrec build` ships; "tiny" keeps tests fast.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -71,6 +74,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "tiger_train": {"epochs": 10, "samples_per_epoch": 8192, "batch_size": 64, "lr": 3e-3},
         "hstu": {},
         "hstu_train": {},
+        # Sequential retrievers (models/build_retrieval.py); max_len "auto" = 200 for long
+        # MovieLens histories, 50 for short Amazon ones, as in the papers.
+        "sasrec": {"dim": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.2, "max_len": "auto"},
+        "sasrec_train": {"epochs": 40, "batch_size": 128, "lr": 1e-3},
+        "gru4rec": {"dim": 64, "hidden": 100},
+        "gru4rec_train": {"epochs": 5, "batch_size": 32},
+        "hstu_retrieval": {"max_len": "auto"},
+        "hstu_retrieval_train": {"epochs": 15},
     },
     "tiny": {
         "two_tower": {"item_dim": 8, "hidden_dim": 32, "out_dim": 16, "max_history": 20},
@@ -91,6 +102,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "hstu": {"dim": 16, "n_layers": 1, "qk_dim": 8, "v_dim": 8, "max_history": 20,
                  "head_hidden": 16},
         "hstu_train": {"epochs": 1, "recent_per_user": 2, "sample_frac": 0.0},
+        "sasrec": {"dim": 8, "n_layers": 1, "n_heads": 1, "max_len": 20},
+        "sasrec_train": {"epochs": 1, "batch_size": 256},
+        "gru4rec": {"dim": 8, "hidden": 8},
+        "gru4rec_train": {"epochs": 1, "batch_size": 256, "n_negatives": 16},
+        "hstu_retrieval": {"dim": 8, "n_layers": 1, "qk_dim": 4, "v_dim": 4, "max_len": 20},
+        "hstu_retrieval_train": {"epochs": 1, "batch_size": 256, "n_negatives": 16},
     },
 }
 
@@ -102,6 +119,9 @@ PROFILES["full"] = {
     "tiger_train": {"epochs": 30, "samples_per_epoch": None, "batch_size": 512,
                     "num_threads": None},
     "hstu_train": {"epochs": 10, "sample_frac": 1.0, "batch_size": 256, "num_threads": None},
+    "sasrec_train": {"epochs": 200, "batch_size": 128, "lr": 1e-3, "num_threads": None},
+    "gru4rec_train": {"epochs": 10, "batch_size": 32, "num_threads": None},
+    "hstu_retrieval_train": {"epochs": 100, "num_threads": None},
 }
 
 
@@ -207,6 +227,8 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
     configs["tiger"] = build_tiger(ds, split, sids, p, tmp, seed, progress, console, timings,
                                    device)
     configs["hstu"] = build_hstu(ds, split, p, tmp, seed, progress, console, timings, device)
+    configs["retrievers"] = build_sequential(ds, split, p, tmp, seed, progress, console,
+                                             timings, device)
 
     rk_train = RankerTrainConfig(seed=seed, **p["ranker_train"])
     for name, cfg_cls, model_cls in (("deepfm", DeepFMConfig, DeepFM), ("din", DINConfig, DIN)):

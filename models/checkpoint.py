@@ -23,6 +23,7 @@ from models.deepfm import DeepFM, DeepFMConfig
 from models.din import DIN, DINConfig
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.hstu import HSTURanker, HSTURankerConfig
+from models.hstu_retrieval import HSTURetrieval, HSTURetrievalConfig
 from models.rqvae import RQVAE, RQVAEConfig
 from models.sasrec import SASRec, SASRecConfig
 from models.tiger import TIGER, TigerConfig
@@ -49,6 +50,7 @@ register_model("rqvae", RQVAEConfig, RQVAE)
 register_model("tiger", TigerConfig, TIGER)
 register_model("gru4rec", GRU4RecConfig, GRU4Rec)
 register_model("sasrec", SASRecConfig, SASRec)
+register_model("hstu_retrieval", HSTURetrievalConfig, HSTURetrieval)
 
 
 def model_type(model: nn.Module) -> str:

@@ -74,11 +74,13 @@ def eval_(
         help="dataset to evaluate on [default: the one the artifacts were built from]")] = None,
     artifacts: ArtifactsOpt = None,
     stage: Annotated[str, typer.Option(help="test or valid")] = "test",
-    methods: Annotated[str, typer.Option(
-        help="comma-separated, from: popular,itemcf,ann,cascade,semantic_id,generative")
-    ] = "popular,itemcf,ann,cascade,semantic_id,generative",
+    models: Annotated[str, typer.Option(
+        "--models", "--methods",
+        help="comma-separated, from: popular,itemcf,ann,gru4rec,sasrec,hstu,tdm,semantic_id,"
+             "cascade,generative [default: every one the artifacts serve]")
+    ] = "",
 ) -> None:
-    """Full-ranking HR@10/NDCG@10/HR@50/NDCG@50 per recall source and for both paths."""
+    """Full-ranking HR/NDCG at 5, 10 and 50 per recall source and for both paths."""
     import torch
 
     from models.build import update_metrics
@@ -120,7 +122,8 @@ def eval_(
         # One intra-op thread, as served (service/loader.py): torch's default thread pool on
         # per-user batches this small is slower, pathologically so on a busy machine.
         torch.set_num_threads(settings.torch_threads)
-        results = evaluate(rt, leave_one_out(ds), [m.strip() for m in methods.split(",")],
+        chosen = [m.strip() for m in models.split(",") if m.strip()] or None
+        results = evaluate(rt, leave_one_out(ds), chosen,
                            stage=stage, settings=settings, timestamps=ds.timestamps)
     except ValueError as exc:
         _fail(exc)

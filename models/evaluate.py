@@ -23,7 +23,8 @@ from service.pipeline.factory import Components, build_components
 from service.runtime import Runtime
 
 MISS = np.iinfo(np.int64).max // 2
-METHODS = ("popular", "itemcf", "ann", "cascade", "semantic_id", "generative")
+METHODS = ("popular", "itemcf", "ann", "gru4rec", "sasrec", "hstu", "tdm", "semantic_id",
+           "cascade", "generative")
 
 ListFn = Callable[[UserContext, int], np.ndarray]
 
@@ -59,17 +60,19 @@ def rank_in_list(items: np.ndarray, target: int) -> int:
 def evaluate(
     rt: Runtime,
     split: Split,
-    methods: Iterable[str] = METHODS,
+    methods: Iterable[str] | None = None,
     stage: str = "test",
-    ks: tuple[int, ...] = (10, 50),
+    ks: tuple[int, ...] = (5, 10, 50),
     settings: Settings | None = None,
     progress: bool = True,
     timestamps: list[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """-> {method: {"HR@10": ..., "NDCG@10": ..., ...}} averaged over users with a target."""
+    """-> {method: {"HR@5": ..., "NDCG@5": ..., ...}} averaged over users with a target; HR@K
+    is Recall@K here (one held-out item per user)."""
     comp = build_components(rt, settings or Settings())
     fns = list_functions(comp)
-    methods = list(methods)
+    # None: every method these artifacts serve, in METHODS order.
+    methods = [m for m in METHODS if m in fns] if methods is None else list(methods)
     unknown = [m for m in methods if m not in fns]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {sorted(fns)}")

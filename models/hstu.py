@@ -139,6 +139,33 @@ class HSTULayer(nn.Module):
         return self.finish(self.attend(q, k, v, bias, mask), u, x)
 
 
+def hstu_layers(n_layers: int, dim: int, n_heads: int, qk_dim: int, v_dim: int, n_exact: int,
+                n_pos_buckets: int, max_len: int, n_time_buckets: int,
+                dropout: float) -> nn.ModuleList:
+    """The stack of ``n_layers`` identical ``HSTULayer``s both HSTU models use; relative
+    distances are log-bucketed up to max(max_len, 2 * n_exact)."""
+    return nn.ModuleList(
+        HSTULayer(dim, n_heads, qk_dim, v_dim, n_exact, n_pos_buckets,
+                  max(max_len, 2 * n_exact), n_time_buckets, dropout)
+        for _ in range(n_layers))
+
+
+def causal_mask(valid: torch.Tensor) -> torch.Tensor:
+    """valid (B, L) bool -> (B, L, L) bool: query i sees the valid keys j <= i."""
+    L = valid.shape[1]
+    return valid[:, None, :] & torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()
+
+
+def run_layers(layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor,
+               positions: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+    """x (B, N, d) through every layer with one mask (B, N, N), positions (B|1, N) and
+    timestamps (B, N) seconds or None; the bucket indices are computed once for the stack."""
+    buckets = layers[0].buckets(positions, positions, timestamps, timestamps) if layers else None
+    for layer in layers:
+        x = layer(x, mask, positions, timestamps, buckets)  # (B, N, d)
+    return x
+
+
 @dataclass
 class HSTURankerConfig:
     n_items: int
@@ -173,22 +200,18 @@ class HSTURanker(ItemScorer):
             self.item_emb.weight[cfg.n_items].zero_()
         # Added to candidate tokens: tells "item to score" apart from "item consumed".
         self.cand_type = nn.Parameter(torch.zeros(cfg.dim))
-        self.layers = nn.ModuleList(
-            HSTULayer(cfg.dim, cfg.n_heads, cfg.qk_dim, cfg.v_dim, cfg.n_exact_positions,
-                      cfg.n_pos_buckets, max(cfg.max_history, 2 * cfg.n_exact_positions),
-                      cfg.n_time_buckets, cfg.dropout)
-            for _ in range(cfg.n_layers))
+        self.layers = hstu_layers(cfg.n_layers, cfg.dim, cfg.n_heads, cfg.qk_dim, cfg.v_dim,
+                                  cfg.n_exact_positions, cfg.n_pos_buckets, cfg.max_history,
+                                  cfg.n_time_buckets, cfg.dropout)
         self.out_norm = nn.LayerNorm(cfg.dim)
         self.head = _head(cfg.dim, cfg.head_hidden)
         self.aux_head = _head(cfg.dim, cfg.head_hidden) if cfg.aux_head else None
 
     def history_attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
         """valid (B, L) bool -> (B, L, L) bool: causal (or full) over valid history keys."""
-        L = valid.shape[1]
-        hh = valid[:, None, :].expand(-1, L, -1)
         if self.cfg.causal_history:
-            hh = hh & torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()
-        return hh
+            return causal_mask(valid)
+        return valid[:, None, :].expand(-1, valid.shape[1], -1)
 
     def sequence_mask(self, valid: torch.Tensor, k: int) -> torch.Tensor:
         """valid (B, L) -> (B, L+K, L+K) bool mask of the sequence ``history + K candidates``."""
@@ -252,9 +275,7 @@ class HSTURanker(ItemScorer):
         if timestamps is not None:
             tq = self.query_times(timestamps, query_time)  # (B,)
             t = torch.cat([timestamps, tq[:, None].expand(B, K)], 1)  # (B, L+K)
-        buckets = self.layers[0].buckets(pos, pos, t, t) if self.layers else None
-        for layer in self.layers:
-            x = layer(x, mask, pos, t, buckets)  # (B, L+K, d)
+        x = run_layers(self.layers, x, mask, pos, t)  # (B, L+K, d)
         return self.out_norm(x[:, L:])
 
     def history_cache(self, history: torch.Tensor, timestamps: torch.Tensor | None = None,

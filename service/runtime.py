@@ -7,6 +7,7 @@ JSON config per model, a FAISS index file, id maps and ``manifest.json``. Nothin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from safetensors.numpy import load_file
 from index import load_index
 from index.base import VectorIndex
 from index.semantic_ids import SemanticIds
+from models.build_retrieval import SEQUENTIAL
 from models.checkpoint import load_model
 from models.data.dataset import IdMap
 from models.itemcf import ItemCF
@@ -60,14 +62,23 @@ class Runtime:
     semantic_ids: SemanticIds | None = None
     tiger: torch.nn.Module | None = None
     hstu: torch.nn.Module | None = None
+    # Sequential retrievers, recall method -> (model with user_vector/item_vectors, exact MIPS
+    # index over its item vectors); only those whose files the artifacts hold.
+    retrievers: dict[str, tuple[torch.nn.Module, VectorIndex]] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
         return len(self.items)
 
-    @property
+    @cached_property
     def max_history(self) -> int:
-        return int(self.two_tower.cfg.max_history)
+        """The longest history any loaded model reads: requests fetch this many recent items
+        from the store, and each stage keeps its own model's tail of them."""
+        models = [self.two_tower, *self.rankers.values(), self.tiger, self.hstu,
+                  *(m for m, _ in self.retrievers.values())]
+        lengths = [getattr(m.cfg, attr) for m in models if m is not None
+                   for attr in ("max_history", "max_len") if hasattr(m.cfg, attr)]
+        return int(max(lengths))
 
     @property
     def version(self) -> str:
@@ -101,4 +112,15 @@ class Runtime:
             semantic_ids=SemanticIds.load(directory / SEMANTIC_IDS),
             tiger=load_model(directory, "tiger"),
             hstu=load_model(directory, "hstu"),
+            retrievers=load_retrievers(directory),
         )
+
+
+def load_retrievers(directory: Path) -> dict[str, tuple[torch.nn.Module, VectorIndex]]:
+    """The sequential retrievers present under ``directory`` (artifact format >= 3)."""
+    out = {}
+    for method, name in SEQUENTIAL.items():
+        if (directory / f"{name}.json").is_file():
+            out[method] = (load_model(directory, name),
+                           load_index(directory / f"{name}_items.faiss"))
+    return out

@@ -72,8 +72,10 @@ class _UserOrHistory(_Strict):
 
 
 class RecallRequest(_UserOrHistory):
-    method: Literal["popular", "itemcf", "ann", "semantic_id"]
+    method: Literal["popular", "itemcf", "ann", "gru4rec", "sasrec", "hstu", "tdm",
+                    "semantic_id"]
     k: int = Field(100, ge=1, le=MAX_IDS)
+    exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_IDS)
 
 
 class RecallResponse(BaseModel):

@@ -111,7 +111,7 @@ def test_training_learns_next_item_rule(loss: str) -> None:
     seqs = _rule_sequences(120, n_items, seed=1)
     torch.manual_seed(0)
     model = GRU4Rec(GRU4RecConfig(n_items=n_items, dim=32, hidden=48))
-    cfg = GRU4RecTrainConfig(epochs=8, batch_size=16, lr=1e-2, n_negatives=16, loss=loss,
+    cfg = GRU4RecTrainConfig(epochs=8, batch_size=16, lr=3e-3, n_negatives=16, loss=loss,
                              bpreg=0.5, seed=0)
     losses = train_gru4rec(model, seqs, cfg, progress=False)
     assert len(losses) == 8 and losses[-1] < losses[0]

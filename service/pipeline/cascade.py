@@ -93,6 +93,7 @@ class Cascade:
     # What an A/B arm may override per request (see ``run``).
     PARAMS: dict[str, tuple[type, float, float]] = {
         "diversity": (float, 0.0, 1.0), "rerank_window": (int, 1, 2_000)}
+    MAX_QUOTA = 2_000  # per recall source, for the ``recall`` param
 
     def __init__(
         self,
@@ -102,21 +103,27 @@ class Cascade:
         fallback: PopularRecall,
         rerank_window: int = 100,
         diversity: float = 0.05,
+        available: Mapping[str, RecallSource] | None = None,
     ) -> None:
         self.sources = [(s, q) for s, q in sources if q > 0]
+        # Every recall source an arm may name in its ``recall`` param (name -> source).
+        self.available = dict(available or {s.name: s for s, _ in self.sources})
         self.ranker = ranker
         self.reranker = reranker
         self.fallback = fallback
         self.rerank_window = rerank_window
         self.diversity = diversity
 
-    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def recall(self, ctx: UserContext, k: int,
+               sources: Sequence[tuple[RecallSource, int]] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Union of the sources' candidates (first source wins on duplicates), topped up from
-        popularity when the union is smaller than ``k``."""
+        popularity when the union is smaller than ``k``. ``sources`` (an arm's ``recall``
+        param) replaces the configured (source, quota) list."""
         ids: list[np.ndarray] = []
         scores: list[np.ndarray] = []
         used: list[str] = []
-        for source, quota in self.sources:
+        for source, quota in self.sources if sources is None else sources:
             i, s = source.recall(ctx, quota)
             if len(i):
                 ids.append(i)
@@ -133,15 +140,39 @@ class Cascade:
         return merged, merged_scores, used
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return check_params(params, self.PARAMS)
+        """Numeric params as ``PARAMS`` says, plus ``recall``: {source name: quota}, the arm's
+        own recall sources (e.g. ``{"sasrec": 200, "itemcf": 100}``), in priority order."""
+        rest = {n: v for n, v in params.items() if n != "recall"}
+        out = check_params(rest, self.PARAMS)
+        if "recall" in params:
+            out["recall"] = self._check_recall(params["recall"])
+        return out
+
+    def _check_recall(self, value: Any) -> list[tuple[str, int]]:
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError("params.recall: expected a non-empty object {source: quota}")
+        out = []
+        for name, quota in value.items():
+            if name not in self.available:
+                raise ValueError(f"params.recall.{name}: unknown recall source (available: "
+                                 f"{', '.join(sorted(self.available))})")
+            if (isinstance(quota, bool) or not isinstance(quota, (int, float))
+                    or not float(quota).is_integer() or not 1 <= quota <= self.MAX_QUOTA):
+                raise ValueError(f"params.recall.{name}: expected int in [1, {self.MAX_QUOTA}],"
+                                 f" got {quota!r}")
+            out.append((str(name), int(quota)))
+        return out
 
     def run(self, ctx: UserContext, k: int,
             params: Mapping[str, Any] | None = None) -> PipelineResult:
-        """``params`` (an arm's, checked by ``check_params``) override diversity and
-        rerank_window for this request."""
+        """``params`` (an arm's, checked by ``check_params``) override diversity,
+        rerank_window and the recall sources for this request."""
         p = params or {}
         diversity = float(p.get("diversity", self.diversity))
         rerank_window = int(p.get("rerank_window", self.rerank_window))
+        sources = None
+        if "recall" in p:
+            sources = [(self.available[name], quota) for name, quota in p["recall"]]
         clock = _Clock()
         stages: list[StageTiming] = []
         if ctx.cold:
@@ -149,7 +180,7 @@ class Cascade:
             stages.append(StageTiming("recall", self.fallback.name, len(ids), clock.lap()))
             return PipelineResult(ids, scores, stages, cold_start=True, path=self.path)
 
-        ids, scores, used = self.recall(ctx, k)
+        ids, scores, used = self.recall(ctx, k, sources)
         stages.append(StageTiming("recall", "+".join(used), len(ids), clock.lap()))
 
         if self.ranker is not None and len(ids):

@@ -16,6 +16,7 @@ from service.pipeline.stages import (
     Ranker,
     RecallSource,
     Reranker,
+    SequentialRecall,
 )
 from service.runtime import Runtime
 
@@ -37,6 +38,8 @@ def build_components(rt: Runtime, settings: Settings) -> Components:
         "itemcf": ItemCFRecall(rt.itemcf),
         "ann": ANNRecall(rt.two_tower, rt.ann),
     }
+    for method, (model, index) in rt.retrievers.items():
+        recall[method] = SequentialRecall(method, model, index)
     rankers: dict[str, Ranker | HSTURankStage] = {
         name: Ranker(name, model) for name, model in rt.rankers.items()}
     rerankers = {m: Reranker(m, rt.item_emb) for m in ("mmr", "dpp")}
@@ -51,6 +54,7 @@ def build_components(rt: Runtime, settings: Settings) -> Components:
         fallback=popular,
         rerank_window=settings.rerank_window,
         diversity=settings.rerank_diversity,
+        available=recall,
     )
     pipelines: dict[str, Pipeline] = {cascade.path: cascade}
     if rt.tiger is not None and rt.semantic_ids is not None and rt.hstu is not None:

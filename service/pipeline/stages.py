@@ -4,6 +4,7 @@ sources or rankers plug in without touching the cascade."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import numpy as np
@@ -109,3 +110,38 @@ class Reranker:
     def select(self, items: np.ndarray, scores: np.ndarray, k: int, diversity: float) -> list[int]:
         fn = dpp if self.name == "dpp" else mmr
         return list(fn(scores.astype(np.float64), self.item_emb[items], k, diversity))
+
+
+class SequentialRecall:
+    """A next-item model's user vector (GRU4Rec, SASRec, HSTU) -> MIPS over its item vectors.
+
+    ``model.user_vector(history (1, L)[, timestamps (1, L)]) -> (1, d)``; the history is the
+    context's last ``max_len`` items. Timestamps go to models that take them (HSTU's time
+    buckets) whenever the context has them."""
+
+    def __init__(self, name: str, model: torch.nn.Module, index: VectorIndex) -> None:
+        self.name = name
+        self.model = model
+        self.index = index
+        cfg = model.cfg
+        self.max_len = int(getattr(cfg, "max_len", getattr(cfg, "max_history", 50)))
+        self.timed = "timestamps" in inspect.signature(model.user_vector).parameters
+
+    def user_vector(self, ctx: UserContext) -> np.ndarray:
+        hist = pad_histories([ctx.history], self.max_len, self.model.cfg.n_items)  # (1, L)
+        kwargs = {}
+        if self.timed and ctx.timestamps is not None and len(ctx.timestamps) == len(ctx.history):
+            ts = np.zeros((1, self.max_len), dtype=np.float64)
+            tail = ctx.timestamps[-self.max_len:]
+            if len(tail):
+                ts[0, self.max_len - len(tail):] = tail
+            kwargs["timestamps"] = torch.from_numpy(ts)  # (1, L) seconds, 0 at padding
+        with torch.inference_mode():
+            vec = self.model.user_vector(hist, **kwargs)  # (1, d)
+        return vec[0].float().numpy()
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if ctx.cold:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        ids, scores = search_excluding(self.index, self.user_vector(ctx), k, ctx.blocked)
+        return ids.astype(np.int64), scores.astype(np.float32)

@@ -39,7 +39,8 @@ async def recall(
     req: RecallRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep
 ) -> RecallResponse:
     t0 = time.perf_counter()
-    ctx = await build_context(rt, store, req.user_id, req.history, limit=rt.max_history)
+    ctx = await build_context(rt, store, req.user_id, req.history, req.exclude_item_ids,
+                              limit=rt.max_history)
     ids, scores = comp.recall[req.method].recall(ctx, req.k)
     return RecallResponse(method=req.method, items=_scored(rt, ids, scores), ms=_ms(t0))
 
