@@ -15,7 +15,7 @@ items drawn uniformly, shared by all rows. The hidden state is detached after ev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +106,8 @@ def top1_max_loss(pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor) 
 
 
 def train_gru4rec(model: GRU4Rec, split_train: list[np.ndarray], cfg: GRU4RecTrainConfig,
-                  progress: bool = True) -> list[float]:
+                  progress: bool = True,
+                  on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Train in place on every (item -> next item) of ``split_train`` (per-user int64
     sequences, e.g. ``Split.train``) with one Adam step per session-parallel mini-batch;
     returns the mean loss per event for each epoch and leaves the model in eval mode."""
@@ -120,6 +121,9 @@ def train_gru4rec(model: GRU4Rec, split_train: list[np.ndarray], cfg: GRU4RecTra
     losses: list[float] = []
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
+        if on_epoch is not None:  # e.g. a validation check after ``epoch`` epochs
+            on_epoch(epoch)
+            model.train()
         total, count = 0.0, 0
         h: torch.Tensor | None = None
         batches = session_parallel_batches(split_train, cfg.batch_size, rng)

@@ -16,6 +16,7 @@ target against [target, negatives], averaged over the real positions of the batc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,9 +78,11 @@ def _pad_times(values: list[np.ndarray], max_len: int) -> torch.Tensor:
 def train_hstu_retrieval(model: HSTURetrieval, split_train: list[np.ndarray], n_items: int,
                          cfg: HSTURetrievalTrainConfig,
                          timestamps: list[np.ndarray] | None = None,
-                         progress: bool = True) -> list[float]:
+                         progress: bool = True,
+                         on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` in place on ``split_train`` (per-user int64 sequences, e.g.
     ``Split.train``); returns the mean loss per epoch and leaves the model in eval mode.
+    ``on_epoch(e)`` runs before epoch e (e.g. a validation check after e epochs).
 
     timestamps: per user, seconds, aligned with the FULL sequences (``Dataset.timestamps``)
     or with ``split_train``: only each training sequence's prefix is read."""
@@ -122,4 +125,4 @@ def train_hstu_retrieval(model: HSTURetrieval, split_train: list[np.ndarray], n_
                                     cfg.temperature)
 
     return run_epochs(model, len(users), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
-                      rng, batch_loss, "hstu_retrieval", progress=progress)
+                      rng, batch_loss, "hstu_retrieval", progress=progress, on_epoch=on_epoch)

@@ -46,6 +46,7 @@ def run_epochs(
     for epoch in range(epochs):
         if on_epoch is not None:
             on_epoch(epoch)
+            model.train()  # the hook may have evaluated the model
         order = rng.permutation(n_rows)
         total, count = 0.0, 0
         bar = tqdm(range(n_batches), desc=f"{name} epoch {epoch + 1}/{epochs}",

@@ -10,6 +10,7 @@ averaged over the real (non-padding) positions of the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,12 +32,19 @@ class SASRecTrainConfig:
     seed: int = 0
     num_threads: int | None = 2  # torch intra-op threads; None leaves torch's setting alone
     max_len: int | None = None  # None: the model's cfg.max_len
+    # "bce": the paper's (one sampled negative per position); "softmax": cross-entropy over
+    # the whole catalog, which later work (e.g. Klenitskiy & Vasilev 2023) found much stronger.
+    loss: str = "bce"
 
 
 def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
-                 cfg: SASRecTrainConfig, progress: bool = True) -> list[float]:
+                 cfg: SASRecTrainConfig, progress: bool = True,
+                 on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` in place on ``split_train`` (per-user int64 sequences, e.g.
-    ``Split.train``); returns the mean loss per epoch and leaves the model in eval mode."""
+    ``Split.train``); returns the mean loss per epoch and leaves the model in eval mode.
+    ``on_epoch(e)`` runs before epoch e (e.g. a validation check after e epochs)."""
+    if cfg.loss not in ("bce", "softmax"):
+        raise ValueError(f"loss must be 'bce' or 'softmax', not {cfg.loss!r}")
     rng = setup(cfg.seed, cfg.num_threads)
     L = cfg.max_len or model.cfg.max_len
     seqs = [np.asarray(s, dtype=np.int64) for s in split_train]
@@ -55,6 +63,9 @@ def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
         inputs, targets, negs = inputs.to(dev), targets.to(dev), negs.to(dev)
         valid = targets != n_items  # (b, L)
         states = model(inputs)[valid]  # (n, d), n real positions
+        if cfg.loss == "softmax":
+            logits = states @ model.item_vectors().T  # (n, n_items)
+            return F.cross_entropy(logits, targets[valid])
         pos = model.logits(states, targets[valid])  # (n,)
         neg = model.logits(states, negs[valid])  # (n,)
         loss = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
@@ -63,4 +74,4 @@ def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
         return loss / valid.sum().clamp_min(1)
 
     return run_epochs(model, len(users), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
-                      rng, batch_loss, "sasrec", progress=progress)
+                      rng, batch_loss, "sasrec", progress=progress, on_epoch=on_epoch)
