@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from models.build import PROFILES, _common
+from models.build import _common
 from models.build_generative import build_semantic_ids, item_embedding_source
 from models.checkpoint import load_model
 from models.data import leave_one_out, load_dataset
 from models.features import ItemFeatureTables, user_codes_from_dataset
+from models.profiles import PROFILES
 from models.rqvae import sq_err
 from models.train.two_tower import TwoTowerTrainConfig, train_two_tower
 from models.two_tower import TwoTower, TwoTowerConfig

@@ -30,11 +30,14 @@ import numpy as np
 import orjson
 import torch
 from rich.console import Console
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from index.hnsw import HNSWIndex
-from models.build_generative import build_hstu, build_semantic_ids, build_tiger
-from models.build_retrieval import build_sequential
+from index.semantic_ids import SemanticIds
+from models.build_generative import SEMANTIC_IDS, build_hstu, build_semantic_ids, build_tiger
+from models.build_retrieval import SEQUENTIAL, build_sequential
+from models.build_reuse import Reuse
+from models.build_tdm import build_tdm
 from models.checkpoint import save_model
 from models.data import Dataset, Split, leave_one_out, load_dataset
 from models.deepfm import DeepFM, DeepFMConfig
@@ -42,88 +45,12 @@ from models.din import DIN, DINConfig
 from models.features import ItemFeatureTables, user_codes_from_dataset
 from models.itemcf import ItemCF
 from models.popularity import Popularity
+from models.profiles import PROFILES
 from models.train.ranker import RankerTrainConfig, train_ranker
 from models.train.two_tower import TwoTowerTrainConfig, train_two_tower
 from models.two_tower import TwoTower, TwoTowerConfig
 
 ARTIFACT_VERSION = 3  # 2: + semantic IDs, TIGER, HSTU; 3: + sequential retrievers, TDM
-
-# Model and training sizes. "default" is what `genrec build` ships; "tiny" keeps tests fast.
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {
-        "two_tower": {},
-        "two_tower_train": {},
-        "deepfm": {},
-        "din": {},
-        "ranker_train": {},
-        # Chosen on the validation split by benchmarks/tune_itemcf.py (ml-100k).
-        "itemcf": {"top_n": 50},
-        "itemcf_scoring": {"recent": 10, "decay": 0.8},
-        "popularity": {"window_days": 30.0},
-        "hnsw": {"m": 32, "ef_construction": 200},
-        "semantic_ids": {"source": "auto"},
-        "rqvae": {},
-        "rqvae_train": {},
-        # TIGER reads the last 20 items, as in the paper. On a CPU an epoch is a random
-        # subset of the ~97k ml-100k samples (see models/train/tiger.py); `genrec retrain`
-        # trains on every sample on a GPU.
-        # CPU budget (~3 min on 2 cores), chosen on the validation split: a 64-wide model seeing
-        # 8,192 samples per epoch in batches of 64 beat the 128-wide one seeing 4,096 in
-        # batches of 256 (semantic_id HR@10 0.115 vs 0.072).
-        "tiger": {"max_history": 20, "dim": 64, "ff_dim": 256},
-        "tiger_train": {"epochs": 10, "samples_per_epoch": 8192, "batch_size": 64, "lr": 3e-3},
-        "hstu": {},
-        "hstu_train": {},
-        # Sequential retrievers (models/build_retrieval.py); max_len "auto" = 200 for long
-        # MovieLens histories, 50 for short Amazon ones, as in the papers.
-        "sasrec": {"dim": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.2, "max_len": "auto"},
-        "sasrec_train": {"epochs": 40, "batch_size": 128, "lr": 1e-3},
-        "gru4rec": {"dim": 64, "hidden": 100},
-        "gru4rec_train": {"epochs": 5, "batch_size": 32},
-        "hstu_retrieval": {"max_len": "auto"},
-        "hstu_retrieval_train": {"epochs": 15},
-    },
-    "tiny": {
-        "two_tower": {"item_dim": 8, "hidden_dim": 32, "out_dim": 16, "max_history": 20},
-        "two_tower_train": {"epochs": 1, "batch_size": 512},
-        "deepfm": {"embed_dim": 4, "hidden_dims": [16], "max_history": 20},
-        "din": {"item_dim": 4, "attention_hidden": [8], "hidden_dims": [16], "max_history": 20},
-        "ranker_train": {"epochs": 1, "batch_size": 1024},
-        "itemcf": {"top_n": 20},
-        "itemcf_scoring": {"recent": 10, "decay": 0.8},
-        "popularity": {"window_days": 30.0},
-        "hnsw": {"m": 16, "ef_construction": 64},
-        "semantic_ids": {"source": "auto"},
-        "rqvae": {"hidden": (64,), "code_dim": 8, "codebook_size": 16, "kmeans_iters": 5},
-        "rqvae_train": {"epochs": 30, "batch_size": 512},
-        "tiger": {"dim": 16, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "ff_dim": 32,
-                  "max_history": 10},
-        "tiger_train": {"epochs": 1, "samples_per_epoch": 256},
-        "hstu": {"dim": 16, "n_layers": 1, "qk_dim": 8, "v_dim": 8, "max_history": 20,
-                 "head_hidden": 16},
-        "hstu_train": {"epochs": 1, "recent_per_user": 2, "sample_frac": 0.0},
-        "sasrec": {"dim": 8, "n_layers": 1, "n_heads": 1, "max_len": 20},
-        "sasrec_train": {"epochs": 1, "batch_size": 256},
-        "gru4rec": {"dim": 8, "hidden": 8},
-        "gru4rec_train": {"epochs": 1, "batch_size": 256, "n_negatives": 16},
-        "hstu_retrieval": {"dim": 8, "n_layers": 1, "qk_dim": 4, "v_dim": 4, "max_len": 20},
-        "hstu_retrieval_train": {"epochs": 1, "batch_size": 256, "n_negatives": 16},
-    },
-}
-
-# "full": the default models trained on every sample, for a GPU (`genrec build --profile full
-# --device cuda`); the CPU default subsamples TIGER's and HSTU's training positions per epoch.
-PROFILES["full"] = {
-    **PROFILES["default"],
-    "tiger": {"max_history": 20},  # 128 wide, 2 + 2 layers
-    "tiger_train": {"epochs": 30, "samples_per_epoch": None, "batch_size": 512,
-                    "num_threads": None},
-    "hstu_train": {"epochs": 10, "sample_frac": 1.0, "batch_size": 256, "num_threads": None},
-    "sasrec_train": {"epochs": 200, "batch_size": 128, "lr": 1e-3, "num_threads": None},
-    "gru4rec_train": {"epochs": 10, "batch_size": 32, "num_threads": None},
-    "hstu_retrieval_train": {"epochs": 100, "num_threads": None},
-}
-
 
 def _common(ds: Dataset, tables: ItemFeatureTables, cards: list[int]) -> dict[str, Any]:
     return {"n_items": ds.n_items, "user_cardinalities": cards, "n_genres": tables.n_genres,
@@ -149,8 +76,13 @@ def build(
     progress: bool = True,
     console: Console | None = None,
     device: str = "cpu",
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Train everything and write the artifacts directory; returns the manifest."""
+    """Train everything and write the artifacts directory; returns the manifest.
+
+    ``only``: retrain just these components (``COMPONENTS``; models that depend on one are
+    retrained with it) and copy every other model from the existing ``out_dir``, which must
+    have been built from the same data. Popularity and ItemCF are always refitted (seconds)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     console = console or Console(quiet=not progress)
@@ -169,13 +101,14 @@ def build(
     common = _common(ds, tables, cards)
 
     out_dir = Path(out_dir)
+    reuse = Reuse(out_dir, ds.fingerprint, only)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         manifest = _train_and_export(ds, dataset, split, tables, codes, common, p, tmp, seed,
                                      progress, console, timings, profile,
-                                     device)
+                                     device, reuse)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built directory behind
         raise
@@ -190,7 +123,8 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
                       codes: torch.Tensor, common: dict[str, Any], p: dict[str, Any],
                       tmp: Path, seed: int, progress: bool, console: Console,
                       timings: dict[str, float], profile: str,
-                      device: str = "cpu") -> dict[str, Any]:
+                      device: str = "cpu", reuse: Reuse | None = None) -> dict[str, Any]:
+    reuse = reuse or Reuse(tmp, ds.fingerprint, None)
 
     configs: dict[str, Any] = {}
     t = time.perf_counter()
@@ -205,6 +139,64 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
     configs["popularity"] = p["popularity"]
     console.print(f"popularity + itemcf fitted in {timings['popularity+itemcf']:.1f}s")
 
+    if reuse.train("two_tower"):
+        item_emb = _two_tower(ds, split, tables, codes, common, p, tmp, seed, progress,
+                              console, timings, configs)
+    else:
+        reuse.keep("two_tower", tmp, configs, timings)
+        item_emb = load_file(str(tmp / "item_embeddings.safetensors"))["two_tower"]
+
+    if reuse.train("semantic_ids"):
+        sids, sid_report = build_semantic_ids(ds, item_emb, p, tmp, seed, progress, console,
+                                              timings)
+        configs["semantic_ids"] = sid_report
+    else:
+        reuse.keep("semantic_ids", tmp, configs, timings)
+        sids, sid_report = SemanticIds.load(tmp / SEMANTIC_IDS), configs["semantic_ids"]
+    if reuse.train("tiger"):
+        configs["tiger"] = build_tiger(ds, split, sids, p, tmp, seed, progress, console,
+                                       timings, device)
+    else:
+        reuse.keep("tiger", tmp, configs, timings)
+    if reuse.train("hstu"):
+        configs["hstu"] = build_hstu(ds, split, p, tmp, seed, progress, console, timings, device)
+    else:
+        reuse.keep("hstu", tmp, configs, timings)
+    wanted = [m for m in SEQUENTIAL.values() if reuse.train(m)]
+    configs.update(build_sequential(ds, split, p, tmp, seed, progress, console, timings,
+                                    device, wanted))
+    for name in SEQUENTIAL.values():
+        if name not in wanted:
+            reuse.keep(name, tmp, configs, timings)
+
+    if reuse.train("tdm"):
+        configs["tdm"] = build_tdm(ds, split, item_emb, p, tmp, seed, progress, console,
+                                   timings, device)
+    else:
+        reuse.keep("tdm", tmp, configs, timings)
+
+    rk_train = RankerTrainConfig(seed=seed, **p["ranker_train"])
+    for name, cfg_cls, model_cls in (("deepfm", DeepFMConfig, DeepFM), ("din", DINConfig, DIN)):
+        if not reuse.train(name):
+            reuse.keep(name, tmp, configs, timings)
+            continue
+        t = time.perf_counter()
+        cfg = cfg_cls(**common, **p[name])
+        model = model_cls(cfg, tables.genres, tables.year_bucket)
+        console.print(f"training [bold]{name}[/] (positives vs sampled negatives)")
+        train_ranker(model, split, codes, ds.n_items, rk_train, progress=progress)
+        model.eval()
+        save_model(model, tmp, name)
+        timings[name] = time.perf_counter() - t
+        configs[name] = {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(rk_train)}
+    return _finish(ds, dataset, codes, tmp, seed, timings, profile, configs, sid_report, reuse)
+
+
+def _two_tower(ds: Dataset, split: Split, tables: ItemFeatureTables, codes: torch.Tensor,
+               common: dict[str, Any], p: dict[str, Any], tmp: Path, seed: int,
+               progress: bool, console: Console, timings: dict[str, float],
+               configs: dict[str, Any]) -> np.ndarray:
+    """Train and export the two-tower and its HNSW index; -> item vectors (n_items, D)."""
     t = time.perf_counter()
     tt_cfg = TwoTowerConfig(**common, **p["two_tower"])
     tt = TwoTower(tt_cfg, tables.genres, tables.year_bucket)
@@ -221,27 +213,13 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
     timings["two_tower"] = time.perf_counter() - t
     configs["two_tower"] = {"model": dataclasses.asdict(tt_cfg),
                             "train": dataclasses.asdict(tt_train)}
+    return item_emb
 
-    sids, sid_report = build_semantic_ids(ds, item_emb, p, tmp, seed, progress, console, timings)
-    configs["semantic_ids"] = sid_report
-    configs["tiger"] = build_tiger(ds, split, sids, p, tmp, seed, progress, console, timings,
-                                   device)
-    configs["hstu"] = build_hstu(ds, split, p, tmp, seed, progress, console, timings, device)
-    configs["retrievers"] = build_sequential(ds, split, p, tmp, seed, progress, console,
-                                             timings, device)
 
-    rk_train = RankerTrainConfig(seed=seed, **p["ranker_train"])
-    for name, cfg_cls, model_cls in (("deepfm", DeepFMConfig, DeepFM), ("din", DINConfig, DIN)):
-        t = time.perf_counter()
-        cfg = cfg_cls(**common, **p[name])
-        model = model_cls(cfg, tables.genres, tables.year_bucket)
-        console.print(f"training [bold]{name}[/] (positives vs sampled negatives)")
-        train_ranker(model, split, codes, ds.n_items, rk_train, progress=progress)
-        model.eval()
-        save_model(model, tmp, name)
-        timings[name] = time.perf_counter() - t
-        configs[name] = {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(rk_train)}
-
+def _finish(ds: Dataset, dataset: str, codes: torch.Tensor, tmp: Path, seed: int,
+            timings: dict[str, float], profile: str, configs: dict[str, Any],
+            sid_report: dict[str, Any], reuse: Reuse) -> dict[str, Any]:
+    """Id maps, user features and the manifest (written last: it marks the build complete)."""
     _write_json(tmp / "id_maps.json", {"users": ds.users.ids, "items": ds.items.ids})
     save_file({"codes": codes.numpy().astype(np.int64)}, str(tmp / "user_features.safetensors"))
     side = ds.user_side
@@ -252,6 +230,8 @@ def _train_and_export(ds: Dataset, dataset: str, split: Split, tables: ItemFeatu
         "artifact_format": ARTIFACT_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
         "profile": profile,
+        # A partial rebuild (`--only`): which components this profile retrained.
+        "retrained": None if reuse.only is None else sorted(reuse.only),
         "seed": seed,
         "dataset": {"name": ds.name, "source": dataset, "fingerprint": ds.fingerprint,
                     "n_users": ds.n_users, "n_items": ds.n_items,

@@ -95,17 +95,20 @@ TRAINERS: dict[str, Trainer] = {"gru4rec": _gru4rec, "sasrec": _sasrec, "hstu": 
 
 def build_sequential(ds: Dataset, split: Split, p: dict[str, Any], out: Path, seed: int,
                      progress: bool, console: Console, timings: dict[str, float],
-                     device: str = "cpu") -> dict[str, Any]:
-    """Train every sequential retriever in ``TRAINERS`` and export it; -> configs by method."""
+                     device: str = "cpu", names: list[str] | None = None) -> dict[str, Any]:
+    """Train the sequential retrievers whose artifact names (``SEQUENTIAL`` values) are in
+    ``names`` (default: all) and export them; -> configs by artifact name."""
     configs: dict[str, Any] = {}
     for method, trainer in TRAINERS.items():
         name = SEQUENTIAL[method]
+        if names is not None and name not in names:
+            continue
         t = time.perf_counter()
         console.print(f"training [bold]{method}[/] retriever on {device}")
         torch.manual_seed(seed)
         model, cfg, losses = trainer(ds, split, p, seed, progress, device)
         _export(model, name, out)
         timings[name] = time.perf_counter() - t
-        configs[method] = {**cfg, "final_loss": round(losses[-1], 4) if losses else None,
-                           "device": device}
+        configs[name] = {**cfg, "final_loss": round(losses[-1], 4) if losses else None,
+                         "device": device}
     return configs

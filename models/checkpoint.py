@@ -26,6 +26,7 @@ from models.hstu import HSTURanker, HSTURankerConfig
 from models.hstu_retrieval import HSTURetrieval, HSTURetrievalConfig
 from models.rqvae import RQVAE, RQVAEConfig
 from models.sasrec import SASRec, SASRecConfig
+from models.tdm import TDMConfig, TDMScorer
 from models.tiger import TIGER, TigerConfig
 from models.two_tower import TwoTower, TwoTowerConfig
 
@@ -51,6 +52,7 @@ register_model("tiger", TigerConfig, TIGER)
 register_model("gru4rec", GRU4RecConfig, GRU4Rec)
 register_model("sasrec", SASRecConfig, SASRec)
 register_model("hstu_retrieval", HSTURetrievalConfig, HSTURetrieval)
+register_model("tdm", TDMConfig, TDMScorer)
 
 
 def model_type(model: nn.Module) -> str:

@@ -46,6 +46,10 @@ def build(
     evaluate: Annotated[bool, typer.Option(help="run `genrec eval` afterwards")] = True,
     device: Annotated[str, typer.Option(
         help="torch device for the generative models' training, e.g. cuda")] = "cpu",
+    only: Annotated[str, typer.Option(
+        help="retrain only these comma-separated components in existing artifacts, e.g. "
+             "tiger,sasrec (two_tower, semantic_ids, tiger, hstu, gru4rec, sasrec, "
+             "hstu_retrieval, tdm, deepfm, din)")] = "",
 ) -> None:
     """Train the cascade models on DATASET and export them to an artifacts directory."""
     from models.build import build as run_build
@@ -61,7 +65,9 @@ def build(
     if dev.type == "cuda" and not torch.cuda.is_available():
         _fail(ValueError("--device cuda: no CUDA device is available on this machine"))
     try:
-        run_build(dataset, out, profile=profile, seed=seed, console=console, device=device)
+        chosen = [c.strip() for c in only.split(",") if c.strip()] or None
+        run_build(dataset, out, profile=profile, seed=seed, console=console, device=device,
+                  only=chosen)
     except (DataFormatError, ValueError) as exc:
         _fail(exc)
     if evaluate:

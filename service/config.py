@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # (widened to the candidate count when smaller), first-token sampling temperature (0 =
     # deterministic), candidates handed to HSTU, M-FALCON microbatch and history-cache size/TTL.
     semantic_id_beam_size: int = Field(50, ge=1, le=1_000)
+    # TDM layer-wise beam search: nodes kept per level (at least k are kept either way).
+    tdm_beam: int = Field(100, ge=1, le=10_000)
     semantic_id_temperature: float = Field(0.0, ge=0.0, le=10.0)
     # 50 chosen on the ml-100k validation split (HR@10 0.251 vs 0.228 at 100, 0.222 at 200).
     generative_candidates: int = Field(50, ge=1, le=1_000)

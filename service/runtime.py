@@ -18,6 +18,7 @@ from safetensors.numpy import load_file
 from index import load_index
 from index.base import VectorIndex
 from index.semantic_ids import SemanticIds
+from index.tdm_tree import TDMTree
 from models.build_retrieval import SEQUENTIAL
 from models.checkpoint import load_model
 from models.data.dataset import IdMap
@@ -33,6 +34,7 @@ ANN_INDEX = "two_tower_items.faiss"
 ITEM_EMBEDDINGS = "item_embeddings.safetensors"
 RANKERS = ("din", "deepfm")
 SEMANTIC_IDS = "semantic_ids.safetensors"
+TDM_TREE = "tdm_tree.safetensors"
 
 
 def read_manifest(directory: Path) -> dict:
@@ -65,6 +67,8 @@ class Runtime:
     # Sequential retrievers, recall method -> (model with user_vector/item_vectors, exact MIPS
     # index over its item vectors); only those whose files the artifacts hold.
     retrievers: dict[str, tuple[torch.nn.Module, VectorIndex]] = field(default_factory=dict)
+    # TDM: the node scorer and its tree, when the artifacts hold them.
+    tdm: tuple[torch.nn.Module, TDMTree] | None = None
 
     @property
     def n_items(self) -> int:
@@ -75,7 +79,8 @@ class Runtime:
         """The longest history any loaded model reads: requests fetch this many recent items
         from the store, and each stage keeps its own model's tail of them."""
         models = [self.two_tower, *self.rankers.values(), self.tiger, self.hstu,
-                  *(m for m, _ in self.retrievers.values())]
+                  *(m for m, _ in self.retrievers.values()),
+                  self.tdm[0] if self.tdm is not None else None]
         lengths = [getattr(m.cfg, attr) for m in models if m is not None
                    for attr in ("max_history", "max_len") if hasattr(m.cfg, attr)]
         return int(max(lengths))
@@ -113,7 +118,14 @@ class Runtime:
             tiger=load_model(directory, "tiger"),
             hstu=load_model(directory, "hstu"),
             retrievers=load_retrievers(directory),
+            tdm=load_tdm(directory),
         )
+
+
+def load_tdm(directory: Path) -> tuple[torch.nn.Module, TDMTree] | None:
+    if not (directory / TDM_TREE).is_file():
+        return None
+    return load_model(directory, "tdm"), TDMTree.load(directory / TDM_TREE)
 
 
 def load_retrievers(directory: Path) -> dict[str, tuple[torch.nn.Module, VectorIndex]]:

@@ -17,6 +17,7 @@ from service.pipeline.stages import (
     RecallSource,
     Reranker,
     SequentialRecall,
+    TDMRecall,
 )
 from service.runtime import Runtime
 
@@ -40,6 +41,8 @@ def build_components(rt: Runtime, settings: Settings) -> Components:
     }
     for method, (model, index) in rt.retrievers.items():
         recall[method] = SequentialRecall(method, model, index)
+    if rt.tdm is not None:
+        recall["tdm"] = TDMRecall(*rt.tdm, beam=settings.tdm_beam)
     rankers: dict[str, Ranker | HSTURankStage] = {
         name: Ranker(name, model) for name, model in rt.rankers.items()}
     rerankers = {m: Reranker(m, rt.item_emb) for m in ("mmr", "dpp")}

@@ -11,10 +11,12 @@ import numpy as np
 import torch
 
 from index.base import VectorIndex, search_excluding
+from index.tdm_tree import TDMTree, beam_search
 from models.features import pad_histories
 from models.itemcf import ItemCF
 from models.popularity import Popularity
 from models.rerank import dpp, mmr
+from models.tdm import node_score_fn
 from service.pipeline.context import UserContext
 
 
@@ -145,3 +147,22 @@ class SequentialRecall:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         ids, scores = search_excluding(self.index, self.user_vector(ctx), k, ctx.blocked)
         return ids.astype(np.int64), scores.astype(np.float32)
+
+
+class TDMRecall:
+    """TDM: layer-wise beam search down the tree with the node scorer (``index/tdm_tree.py``);
+    blocked items are pruned inside the search, so k come back whenever k are unblocked."""
+
+    name = "tdm"
+
+    def __init__(self, model: torch.nn.Module, tree: TDMTree, beam: int) -> None:
+        self.model = model
+        self.tree = tree
+        self.beam = beam
+
+    def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if ctx.cold:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        items, scores = beam_search(self.tree, node_score_fn(self.model, ctx.history), k,
+                                    self.beam, blocked=ctx.blocked)
+        return items.astype(np.int64), scores.astype(np.float32)
