@@ -27,6 +27,7 @@ from rich.console import Console
 from index.exact import ExactIndex
 from models.checkpoint import save_model
 from models.data import Dataset, Split
+from models.eval_sequential import sequential_metrics
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.hstu_retrieval import HSTURetrieval, HSTURetrievalConfig
 from models.sasrec import SASRec, SASRecConfig
@@ -55,24 +56,73 @@ def _export(model: torch.nn.Module, name: str, out: Path) -> None:
     ExactIndex(vecs, np.arange(len(vecs), dtype=np.int64)).save(out / f"{name}_items.faiss")
 
 
+class EpochSelector:
+    """Validation-based epoch selection ("early stopping" without stopping): every
+    ``every`` epochs, and after the last one, measure full-ranking validation NDCG@10
+    (``models/eval_sequential.py``) and keep a copy of the best weights; ``restore`` loads
+    them. The test split is never read, so test figures stay honest."""
+
+    def __init__(self, model: torch.nn.Module, split: Split, ds: Dataset, every: int) -> None:
+        self.model, self.split, self.ds, self.every = model, split, ds, every
+        self.checks: list[dict[str, float]] = []
+        self.best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, 0, None)
+
+    def __call__(self, epoch: int) -> None:  # the trainers' on_epoch hook (before epoch e)
+        if self.every and epoch > 0 and epoch % self.every == 0:
+            self.check(epoch)
+
+    def check(self, epoch: int) -> None:
+        m = sequential_metrics(self.model, self.split, "valid", self.ds.timestamps, ks=(10,))
+        self.checks.append({"epoch": epoch, "valid_ndcg@10": round(m["NDCG@10"], 5),
+                            "valid_hr@10": round(m["HR@10"], 5)})
+        if m["NDCG@10"] > self.best[0]:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = (m["NDCG@10"], epoch, state)
+
+    def restore(self, epochs: int) -> dict[str, Any]:
+        """After training ``epochs`` epochs: final check, load the best weights; -> report."""
+        if not self.every:
+            return {"selected_epoch": epochs}
+        self.check(epochs)
+        _, epoch, state = self.best
+        if state is not None:
+            self.model.load_state_dict(state)
+        self.model.eval()
+        return {"selected_epoch": epoch, "validation": self.checks}
+
+
+def _train_kwargs(p: dict[str, Any], key: str) -> tuple[dict[str, Any], int]:
+    """The profile's training options minus ``select_every`` (epochs between validation
+    checks; 0 = keep the last epoch)."""
+    opts = dict(p[key])
+    return opts, int(opts.pop("select_every", 0))
+
+
 def _sasrec(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: bool,
             device: str) -> tuple[torch.nn.Module, dict[str, Any], list[float]]:
     params = dict(p["sasrec"])
     params["max_len"] = sequence_length(split, params.get("max_len", "auto"))
     cfg = SASRecConfig(n_items=ds.n_items, **params)
     model = SASRec(cfg).to(torch.device(device))
-    train_cfg = SASRecTrainConfig(seed=seed, **p["sasrec_train"])
-    losses = train_sasrec(model, split.train, ds.n_items, train_cfg, progress=progress)
-    return model, {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg)}, losses
+    opts, every = _train_kwargs(p, "sasrec_train")
+    train_cfg = SASRecTrainConfig(seed=seed, **opts)
+    sel = EpochSelector(model, split, ds, every)
+    losses = train_sasrec(model, split.train, ds.n_items, train_cfg, progress=progress,
+                          on_epoch=sel)
+    return model, {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
+                   **sel.restore(train_cfg.epochs)}, losses
 
 
 def _gru4rec(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: bool,
              device: str) -> tuple[torch.nn.Module, dict[str, Any], list[float]]:
     cfg = GRU4RecConfig(n_items=ds.n_items, **p["gru4rec"])
     model = GRU4Rec(cfg).to(torch.device(device))
-    train_cfg = GRU4RecTrainConfig(seed=seed, **p["gru4rec_train"])
-    losses = train_gru4rec(model, split.train, train_cfg, progress=progress)
-    return model, {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg)}, losses
+    opts, every = _train_kwargs(p, "gru4rec_train")
+    train_cfg = GRU4RecTrainConfig(seed=seed, **opts)
+    sel = EpochSelector(model, split, ds, every)
+    losses = train_gru4rec(model, split.train, train_cfg, progress=progress, on_epoch=sel)
+    return model, {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
+                   **sel.restore(train_cfg.epochs)}, losses
 
 
 def _hstu(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: bool,
@@ -81,11 +131,14 @@ def _hstu(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: boo
     params["max_len"] = sequence_length(split, params.get("max_len", "auto"))
     cfg = HSTURetrievalConfig(n_items=ds.n_items, **params)
     model = HSTURetrieval(cfg).to(torch.device(device))
-    train_cfg = HSTURetrievalTrainConfig(seed=seed, **p["hstu_retrieval_train"])
+    opts, every = _train_kwargs(p, "hstu_retrieval_train")
+    train_cfg = HSTURetrievalTrainConfig(seed=seed, **opts)
+    sel = EpochSelector(model, split, ds, every)
     losses = train_hstu_retrieval(model, split.train, ds.n_items, train_cfg,
-                                  timestamps=ds.timestamps, progress=progress)
+                                  timestamps=ds.timestamps, progress=progress, on_epoch=sel)
     return model, {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
-                   "timestamps": ds.timestamps is not None}, losses
+                   "timestamps": ds.timestamps is not None,
+                   **sel.restore(train_cfg.epochs)}, losses
 
 
 Trainer = Callable[[Dataset, Split, dict[str, Any], int, bool, str],

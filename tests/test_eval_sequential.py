@@ -76,3 +76,24 @@ def test_sasrec_softmax_loss_learns_rule() -> None:
     assert top1 == [17, 12]
     with pytest.raises(ValueError, match="loss"):
         train_sasrec(model, seqs, n, SASRecTrainConfig(loss="ce"), progress=False)
+
+
+def test_epoch_selector_keeps_best_validation_weights() -> None:
+    from models.build_retrieval import EpochSelector
+
+    ds = load_dataset("ml-100k")
+    split = leave_one_out(ds)
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=ds.n_items, dim=8, n_layers=1, max_len=20))
+    sel = EpochSelector(model, split, ds, every=1)
+    cfg = SASRecTrainConfig(epochs=3, batch_size=256, lr=1e-2, loss="softmax", num_threads=None)
+    train_sasrec(model, split.train, ds.n_items, cfg, progress=False, on_epoch=sel)
+    report = sel.restore(cfg.epochs)
+    checks = report["validation"]
+    assert [c["epoch"] for c in checks] == [1, 2, 3]
+    best = max(checks, key=lambda c: c["valid_ndcg@10"])
+    assert report["selected_epoch"] == best["epoch"]
+    # The restored weights are the selected epoch's: validation gives its figure again.
+    again = summarize(sequential_ranks(model, split, "valid", ds.timestamps), (10,))
+    assert abs(again["NDCG@10"] - best["valid_ndcg@10"]) < 1e-4
+    assert not model.training
