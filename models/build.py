@@ -247,10 +247,11 @@ def _finish(ds: Dataset, dataset: str, codes: torch.Tensor, tmp: Path, seed: int
 
 
 def update_metrics(out_dir: Path, stage: str, metrics: dict[str, dict[str, float]]) -> None:
-    """Store evaluation results in the manifest, keyed by split stage."""
+    """Store evaluation results in the manifest, keyed by split stage then method; methods
+    evaluated earlier and not in ``metrics`` keep their figures."""
     path = Path(out_dir) / "manifest.json"
     manifest = orjson.loads(path.read_bytes())
-    manifest.setdefault("metrics", {})[stage] = metrics
+    manifest.setdefault("metrics", {}).setdefault(stage, {}).update(metrics)
     tmp = path.with_suffix(".json.tmp")
     _write_json(tmp, manifest)
     tmp.replace(path)

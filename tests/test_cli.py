@@ -101,6 +101,14 @@ def test_eval_prints_table_and_stores_metrics(artifacts_copy: Path) -> None:
         # The printed table and the stored figures are the same numbers.
         assert all(f"{row[m]:.4f}" in rows[method] for m in METRICS), rows[method]
 
+    # A second eval of other methods adds to the stored figures; a re-evaluated one is
+    # replaced (here by the same numbers: evaluation is deterministic).
+    result = invoke("eval", "--artifacts", artifacts_copy, "--models", "itemcf,popular")
+    assert result.exit_code == 0, result.output
+    again = manifest_of(artifacts_copy)["metrics"]["test"]
+    assert set(again) == {"popular", "cascade", "semantic_id", "generative", "itemcf"}
+    assert again["popular"] == stored["popular"] and again["cascade"] == stored["cascade"]
+
 
 def test_eval_unknown_method_fails_cleanly(artifacts_copy: Path) -> None:
     before = (artifacts_copy / "manifest.json").read_bytes()
