@@ -187,8 +187,11 @@ def main() -> None:
     if 10_000 in by_n and 1_000_000 in by_n:
         print(f"\np50 latency(10^6) / latency(10^4) = "
               f"{by_n[1_000_000]['p50_ms'] / by_n[10_000]['p50_ms']:.2f}")
-    plot(rows, args.out)
-    print(f"plot: {args.out}")
+    try:
+        plot(rows, args.out)
+        print(f"plot: {args.out}")
+    except ImportError:  # matplotlib is optional (the `bench` extra)
+        print("no plot: install matplotlib (pip install -e '.[bench]')")
     if args.json:
         meta = {"machine": platform.platform(), "device": args.device,
                 "serve_device": args.serve_device, "k": args.k,

@@ -42,15 +42,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # datasets; HSTU dropout 0.5 beat 0.2 on Beauty. "select_every": validate every N
         # epochs and keep the best epoch's weights (models/build_retrieval.py).
         "sasrec": {"dim": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.5, "max_len": "auto"},
-        "sasrec_train": {"epochs": 60, "batch_size": 128, "lr": 1e-3, "loss": "softmax",
+        # CPU budgets (~1-2 min each on 2 cores for ml-100k); `full` trains far longer.
+        "sasrec_train": {"epochs": 40, "batch_size": 128, "lr": 1e-3, "loss": "softmax",
                          "select_every": 10},
         "gru4rec": {"dim": 64, "hidden": 100},
         "gru4rec_train": {"epochs": 4, "batch_size": 64, "lr": 3e-3, "select_every": 1},
         "hstu_retrieval": {"max_len": "auto", "dropout": 0.5},
-        "hstu_retrieval_train": {"epochs": 20, "select_every": 5},
+        "hstu_retrieval_train": {"epochs": 10, "select_every": 5},
         # TDM (models/build_tdm.py): binary tree as in the paper; beam = served default.
-        "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 0},
-        "tdm_train": {"epochs": 2, "samples_per_epoch": 50_000},
+        # The node scorer is the slowest model per sample on a CPU (every level's positive and
+        # negatives attend over the history): 20 items of history, 4 negatives per level.
+        "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 0, "max_history": 20},
+        "tdm_train": {"epochs": 1, "samples_per_epoch": 20_000, "negatives_per_level": 4},
     },
     "tiny": {
         "two_tower": {"item_dim": 8, "hidden_dim": 32, "out_dim": 16, "max_history": 20},
@@ -96,6 +99,6 @@ PROFILES["full"] = {
     "gru4rec_train": {"epochs": 12, "batch_size": 64, "lr": 3e-3, "select_every": 1,
                       "num_threads": None},
     "hstu_retrieval_train": {"epochs": 150, "select_every": 10, "num_threads": None},
-    "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 1},
+    "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 1, "max_history": 50},
     "tdm_train": {"epochs": 5, "batch_size": 512, "num_threads": None},
 }
