@@ -88,6 +88,29 @@ def _mlp(d: int, hidden: list[int], act: str, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def attend_targets(att_in: nn.Linear, att_rest: nn.Module, hist: torch.Tensor,
+                   mask: torch.Tensor, a_h: torch.Tensor, target: torch.Tensor,
+                   softmax: bool) -> torch.Tensor:
+    """DIN's activation unit, shared with TDM's node scorer (models/tdm.py).
+
+    hist (B, L, d), mask (B, L), a_h (B, L, h1) = the history-only first-layer term
+    (W_h + W_d) h (+ any position bias), target (B, K, d) -> interest vectors (B, K, d).
+    First layer W [h, t, h-t, h*t] = (W_h + W_d) h + (W_t - W_d) t + W_p (h*t), so only the
+    W_p (h*t) term is per (target, item) pair. Weights are unnormalised (masked) unless
+    ``softmax``."""
+    _, w_t, w_d, w_p = att_in.weight.split(hist.shape[-1], dim=1)  # each (h1, d)
+    a_t = target @ (w_t - w_d).T + att_in.bias  # (B, K, h1)
+    prod = hist.unsqueeze(1) * target.unsqueeze(2)  # (B, K, L, d)
+    pre = a_h.unsqueeze(1) + a_t.unsqueeze(2) + prod @ w_p.T  # (B, K, L, h1)
+    scores = att_rest(pre).squeeze(-1)  # (B, K, L)
+    m = mask.unsqueeze(1)  # (B, 1, L)
+    if not softmax:
+        return (scores * m) @ hist  # (B, K, L) @ (B, L, d) -> (B, K, d)
+    # Finite fill keeps all-padding rows NaN-free; "* m" then zeroes them.
+    w = torch.softmax(scores.masked_fill(~m, -1e9), dim=-1) * m
+    return w @ hist  # (B, K, L) @ (B, L, d) -> (B, K, d)
+
+
 class DIN(ItemScorer):
     def __init__(self, cfg: DINConfig, item_genres: torch.Tensor | None = None,
                  item_year_bucket: torch.Tensor | None = None) -> None:
@@ -121,22 +144,13 @@ class DIN(ItemScorer):
         once per history position and the t part once per target, instead of per (t, h) pair.
         Exactly the paper's unit, about 4x fewer FLOPs in the first layer.
         """
-        w_h, w_t, w_d, w_p = self.att_in.weight.split(hist.shape[-1], dim=1)  # each (h1, d)
+        w_h, _, w_d, _ = self.att_in.weight.split(hist.shape[-1], dim=1)  # each (h1, d)
         a_h = hist @ (w_h + w_d).T  # (B, L, h1)
         if self.cfg.recency_attention:
             pos = recency_positions(hist.shape[1], self.cfg.max_history, hist.device)
             a_h = a_h + self.att_pos(pos)  # (L, h1) broadcast over the batch
-        a_t = target @ (w_t - w_d).T + self.att_in.bias  # (B, K, h1)
-        prod = hist.unsqueeze(1) * target.unsqueeze(2)  # (B, K, L, d)
-        pre = a_h.unsqueeze(1) + a_t.unsqueeze(2) + prod @ w_p.T  # (B, K, L, h1)
-        scores = self.att_rest(pre).squeeze(-1)  # (B, K, L)
-        m = mask.unsqueeze(1)  # (B, 1, L)
-        if self.cfg.attention_softmax:
-            # Finite fill keeps all-padding rows NaN-free; "* m" then zeroes them.
-            w = torch.softmax(scores.masked_fill(~m, -1e9), dim=-1) * m
-        else:
-            w = scores * m
-        return w @ hist  # (B, K, L) @ (B, L, d) -> (B, K, d)
+        return attend_targets(self.att_in, self.att_rest, hist, mask, a_h, target,
+                              self.cfg.attention_softmax)
 
     def score_items(self, user_codes: torch.Tensor, history: torch.Tensor,
                     items: torch.Tensor) -> torch.Tensor:

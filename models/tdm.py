@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from index.tdm_tree import TDMTree
-from models.din import PReLU
+from models.din import PReLU, attend_targets
 from models.features import history_mask, recency_positions
 
 
@@ -87,28 +87,11 @@ class TDMScorer(nn.Module):
             a_h = a_h + self.att_pos(pos)  # (L, h1) broadcast over the batch
         return hist, mask, a_h
 
-    def _interest(self, hist: torch.Tensor, mask: torch.Tensor, a_h: torch.Tensor,
-                  e: torch.Tensor) -> torch.Tensor:
-        """hist (B, L, d), mask (B, L), a_h (B, L, h1), node vectors e (B, M, d) -> interest
-        (B, M, d). W [h, e, h-e, h*e] = (W_h + W_d) h + (W_e - W_d) e + W_p (h*e): the h term
-        is per history position, the e term per node, only W_p (h*e) per (node, item) pair."""
-        _, w_e, w_d, w_p = self.att_in.weight.split(self.cfg.dim, dim=1)
-        a_e = e @ (w_e - w_d).T + self.att_in.bias  # (B, M, h1)
-        prod = e.unsqueeze(2) * hist.unsqueeze(1)  # (B, M, L, d)
-        pre = a_h.unsqueeze(1) + a_e.unsqueeze(2) + prod @ w_p.T  # (B, M, L, h1)
-        w = self.att_rest(pre).squeeze(-1)  # (B, M, L)
-        m = mask.unsqueeze(1)  # (B, 1, L)
-        if self.cfg.attention_softmax:
-            # Finite fill keeps all-padding rows NaN-free; "* m" then zeroes them.
-            w = torch.softmax(w.masked_fill(~m, -1e9), dim=-1) * m
-        else:
-            w = w * m
-        return w @ hist  # (B, M, L) @ (B, L, d) -> (B, M, d)
-
     def _logits(self, hist: torch.Tensor, mask: torch.Tensor, a_h: torch.Tensor,
                 nodes: torch.Tensor) -> torch.Tensor:
         e = self.node_emb(nodes)  # (B, M, d)
-        interest = self._interest(hist, mask, a_h, e)  # (B, M, d)
+        interest = attend_targets(self.att_in, self.att_rest, hist, mask, a_h, e,
+                                  self.cfg.attention_softmax)  # (B, M, d)
         return self.mlp(torch.cat([interest, e, interest * e], dim=-1)).squeeze(-1)
 
     def forward(self, history: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:

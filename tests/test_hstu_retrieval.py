@@ -17,6 +17,7 @@ from models.train.hstu_retrieval import (
     sampled_softmax_loss,
     train_hstu_retrieval,
 )
+from tests.test_sasrec import rule_sequences  # the same next-item rule, same item count
 
 N_ITEMS = 30
 
@@ -48,18 +49,6 @@ def random_times(gen: torch.Generator, b: int, length: int) -> torch.Tensor:
     """(b, length) increasing timestamps in seconds with gaps spread over many log2 buckets."""
     gaps = torch.exp(torch.rand(b, length, generator=gen, dtype=torch.float64) * 12.0)
     return 1.6e9 + gaps.cumsum(1)
-
-
-def rule_sequences(n_users: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Each user: a random start, then next = (3 * last + 1) mod N_ITEMS, 2 to 4 items (as
-    tests/test_sasrec.py: short, so a sequence rarely holds a whole cycle)."""
-    out = []
-    for _ in range(n_users):
-        seq = [int(rng.integers(N_ITEMS))]
-        for _ in range(int(rng.integers(2, 5)) - 1):
-            seq.append((3 * seq[-1] + 1) % N_ITEMS)
-        out.append(np.array(seq, dtype=np.int64))
-    return out
 
 
 def test_shares_the_rankers_layer_class() -> None:

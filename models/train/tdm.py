@@ -110,18 +110,22 @@ def train_tdm(model: TDMScorer, tree: TDMTree, split_train: list[np.ndarray],
 
 
 def level_recall(model: TDMScorer, tree: TDMTree, histories: list[np.ndarray],
-                 targets: np.ndarray, beam: int, k: int) -> dict[str, np.ndarray | float]:
+                 targets: np.ndarray, beam: int, k: int,
+                 block_history: bool = False) -> dict[str, np.ndarray | float]:
     """Held-out (history, target) pairs -> per level l from beam search's start level:
     "recall"[l] = fraction of targets whose level-l ancestor survives the cut at level l
     (among targets that have a node at that level; a lost ancestor stays lost below, so the
     curve only falls: a drop at level l is where the scorer broke the max-heap property for
     the beam); "conditional"[l] = survival at l given survival at l-1; "hit_rate" = fraction
-    of targets in the returned top-k; "nodes_scored" = mean nodes scored per request."""
+    of targets in the returned top-k; "nodes_scored" = mean nodes scored per request.
+    ``block_history``: block each history's items in the search, as ``/recall`` does."""
     hit, n_scored, l0 = 0, 0, 0
     surv: list[np.ndarray] = []
     for h, t in zip(histories, np.asarray(targets, dtype=np.int64), strict=True):
         stats: dict = {}
-        items, _ = beam_search(tree, node_score_fn(model, h), k, beam, stats=stats)
+        blocked = set(np.asarray(h).tolist()) if block_history else None  # as served
+        items, _ = beam_search(tree, node_score_fn(model, h), k, beam, blocked=blocked,
+                               stats=stats)
         hit += int(t in items)
         n_scored += stats["nodes_scored"]
         l0 = stats["start_level"]
