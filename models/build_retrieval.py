@@ -98,12 +98,19 @@ def _train_kwargs(p: dict[str, Any], key: str) -> tuple[dict[str, Any], int]:
     return opts, int(opts.pop("select_every", 0))
 
 
+def _with_length(cfg_cls: type, model_cls: type, params: dict[str, Any], ds: Dataset,
+                 split: Split, device: str) -> tuple[Any, torch.nn.Module]:
+    """Config (with ``max_len`` "auto" resolved by ``sequence_length``) and its model on
+    ``device``, for the attention models that read a fixed-length history."""
+    params = dict(params)
+    params["max_len"] = sequence_length(split, params.get("max_len", "auto"))
+    cfg = cfg_cls(n_items=ds.n_items, **params)
+    return cfg, model_cls(cfg).to(torch.device(device))
+
+
 def _sasrec(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: bool,
             device: str) -> tuple[torch.nn.Module, dict[str, Any], list[float]]:
-    params = dict(p["sasrec"])
-    params["max_len"] = sequence_length(split, params.get("max_len", "auto"))
-    cfg = SASRecConfig(n_items=ds.n_items, **params)
-    model = SASRec(cfg).to(torch.device(device))
+    cfg, model = _with_length(SASRecConfig, SASRec, p["sasrec"], ds, split, device)
     opts, every = _train_kwargs(p, "sasrec_train")
     train_cfg = SASRecTrainConfig(seed=seed, **opts)
     sel = EpochSelector(model, split, ds, every)
@@ -127,10 +134,8 @@ def _gru4rec(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: 
 
 def _hstu(ds: Dataset, split: Split, p: dict[str, Any], seed: int, progress: bool,
           device: str) -> tuple[torch.nn.Module, dict[str, Any], list[float]]:
-    params = dict(p["hstu_retrieval"])
-    params["max_len"] = sequence_length(split, params.get("max_len", "auto"))
-    cfg = HSTURetrievalConfig(n_items=ds.n_items, **params)
-    model = HSTURetrieval(cfg).to(torch.device(device))
+    cfg, model = _with_length(HSTURetrievalConfig, HSTURetrieval, p["hstu_retrieval"], ds,
+                              split, device)
     opts, every = _train_kwargs(p, "hstu_retrieval_train")
     train_cfg = HSTURetrievalTrainConfig(seed=seed, **opts)
     sel = EpochSelector(model, split, ds, every)

@@ -38,12 +38,13 @@ class Settings(BaseSettings):
     rerank_window: int = Field(100, ge=1, le=2_000)
     hnsw_ef_search: int = Field(128, ge=1, le=4_096)
 
+    # TDM layer-wise beam search: nodes kept per level (at least k are kept either way).
+    tdm_beam: int = Field(100, ge=1, le=10_000)
+
     # Generative path (service/pipeline/factory.py): beam width of the semantic-ID search
     # (widened to the candidate count when smaller), first-token sampling temperature (0 =
     # deterministic), candidates handed to HSTU, M-FALCON microbatch and history-cache size/TTL.
     semantic_id_beam_size: int = Field(50, ge=1, le=1_000)
-    # TDM layer-wise beam search: nodes kept per level (at least k are kept either way).
-    tdm_beam: int = Field(100, ge=1, le=10_000)
     semantic_id_temperature: float = Field(0.0, ge=0.0, le=10.0)
     # 50 chosen on the ml-100k validation split (HR@10 0.251 vs 0.228 at 100, 0.222 at 200).
     generative_candidates: int = Field(50, ge=1, le=1_000)
