@@ -45,10 +45,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from models.registry import PATHS
 from service.app import create_app
 from service.config import REPO_ROOT, Settings
-from service.experiments import PATHS
-from service.pipeline.context import build_context
+from service.user_context import build_context
 
 
 def rss_mb() -> float:
@@ -95,7 +95,7 @@ async def main(args: argparse.Namespace) -> dict:
                 await asyncio.sleep(0.1)
             state = app.state.genrec
             rt, comp = state.require()
-            cache = comp.rankers["hstu"].cache if "generative" in args.paths else None
+            cache = comp.rankers["hstu_ranker"].cache if "generative" in args.paths else None
             rss_start = rss_mb()
             rng = random.Random(0)
             users = [rng.choice(rt.users.ids) for _ in range(args.requests)]
@@ -138,6 +138,14 @@ async def main(args: argparse.Namespace) -> dict:
                         m["compute"].append((time.perf_counter() - t0) * 1e3)
             rss_end = rss_mb()
 
+    cache_stats = None
+    if cache is not None:
+        cache_stats = (cache, cache.hits - hits0, cache.misses - misses0)
+    return report(args, res, cache_stats, rss_start, rss_end)
+
+
+def per_path_summary(res: dict) -> dict:
+    """Latency percentiles per path and stage, and e2e / server time over the models' own."""
     per_path = {}
     for path, m in res.items():
         out = {"requests": len(m["e2e"]), "computes": len(m["compute"]),
@@ -148,7 +156,14 @@ async def main(args: argparse.Namespace) -> dict:
             out[f"ratio_{name}_over_compute"] = {
                 q: out[f"{name}_ms"][q] / out["compute_ms"][q] for q in ("p50", "p99")}
         per_path[path] = out
+    return per_path
 
+
+def report(args: argparse.Namespace, res: dict, cache_stats: tuple | None, rss_start: float,
+           rss_end: float) -> dict:
+    """The JSON result: machine, arguments, per-path figures, generative / cascade ratios,
+    HSTU cache hit rate and memory."""
+    per_path = per_path_summary(res)
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} cores",
@@ -166,8 +181,8 @@ async def main(args: argparse.Namespace) -> dict:
         result["generative_over_cascade"] = {
             f"{name}_ms": {q: gen[f"{name}_ms"][q] / cas[f"{name}_ms"][q] for q in ("p50", "p99")}
             for name in ("e2e", "server", "compute")}
-    if cache is not None:
-        hits, misses = cache.hits - hits0, cache.misses - misses0
+    if cache_stats is not None:
+        cache, hits, misses = cache_stats
         result["hstu_cache"] = {
             "ttl_s": cache.ttl_s, "max_size": cache.max_size, "hits": hits, "misses": misses,
             "hit_rate": hits / (hits + misses) if hits + misses else float("nan"),

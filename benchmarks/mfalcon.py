@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from models.hstu import HSTURanker, HSTURankerConfig
+from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
 
 
 def timed(fn: Callable[[], torch.Tensor], device: torch.device,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import orjson
+from models.artifacts.manifest import read_manifest
+from models.registry import PATHS, RECALL, canonical, names
 
 # dataset name -> model -> {metric: value}, as published (Recall@K == HR@K: one target/user).
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
@@ -37,11 +38,15 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
         "HSTU": {"HR@10": 0.3273, "NDCG@10": 0.1895, "HR@50": 0.5889, "NDCG@50": 0.2473},
     },
 }
-# Our method -> the published row it corresponds to.
-COUNTERPART = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "hstu": "HSTU", "semantic_id": "TIGER"}
+# Our method (``models.registry`` recall method or path) -> the published row it corresponds to.
+COUNTERPART = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "hstu_retrieval": "HSTU",
+               "semantic_id": "TIGER"}
+# Display names; a method without one (a newly registered source) shows its registry name.
 LABELS = {"popular": "popularity", "itemcf": "ItemCF", "ann": "two-tower", "gru4rec": "GRU4Rec",
-          "sasrec": "SASRec", "hstu": "HSTU", "tdm": "TDM", "semantic_id": "TIGER (semantic ID)",
-          "cascade": "cascade", "generative": "generative path"}
+          "sasrec": "SASRec", "hstu_retrieval": "HSTU", "tdm": "TDM",
+          "semantic_id": "TIGER (semantic ID)", "cascade": "cascade",
+          "generative": "generative path"}
+assert set(COUNTERPART) | set(LABELS) <= {*names(RECALL), *PATHS}, "stale method names"
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@50", "NDCG@50")
 
 
@@ -102,9 +107,11 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="folder for the PNG plots")
     args = ap.parse_args()
     for directory in args.artifacts:
-        manifest = orjson.loads((directory / "manifest.json").read_bytes())
+        manifest = read_manifest(directory)
         dataset = manifest["dataset"]["name"]
-        metrics = manifest.get("metrics", {}).get(args.stage)
+        # Manifests evaluated before the rename say "hstu" for hstu_retrieval: canonical names.
+        metrics = {canonical(RECALL, m): row
+                   for m, row in manifest.get("metrics", {}).get(args.stage, {}).items()}
         if not metrics:
             raise SystemExit(f"{directory}: no {args.stage} metrics; run `genrec eval` first")
         print(f"\n### {dataset} ({int(next(iter(metrics.values()))['users'])} users, "
@@ -113,7 +120,10 @@ def main() -> None:
         seconds = manifest.get("train_seconds", {})
         print("\ntraining seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
         if args.plot is not None:
-            print(f"plot: {plot(dataset, metrics, args.plot)}")
+            try:
+                print(f"plot: {plot(dataset, metrics, args.plot)}")
+            except ImportError:  # matplotlib is optional (the `bench` extra)
+                print("no plot: install matplotlib (pip install -e '.[bench]')")
 
 
 if __name__ == "__main__":

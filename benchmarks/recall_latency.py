@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from models.data import leave_one_out, load_dataset
-from models.evaluate import eval_context
-from service.config import Settings
-from service.pipeline.factory import build_components
-from service.runtime import Runtime
+from models.engine.core.runtime import Runtime
+from models.engine.core.settings import EngineSettings
+from models.engine.factory import build_components
+from models.evaluate.offline import eval_context
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     rt = Runtime.load(args.artifacts)
     ds = load_dataset(rt.manifest["dataset"]["source"])
     split = leave_one_out(ds)
-    comp = build_components(rt, Settings())
+    comp = build_components(rt, EngineSettings())
     names = sorted(comp.recall)
     users = np.random.default_rng(args.seed).choice(split.eval_users("test"), args.users)
     times: dict[str, list[float]] = {n: [] for n in names}

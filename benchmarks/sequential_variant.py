@@ -2,9 +2,10 @@
 validation split, then measure the test split once: for comparisons such as SASRec with the
 paper's own objective (BCE, one sampled negative) against the shipped softmax loss.
 
-The model is trained exactly as `genrec build` trains it (``models/build_retrieval.py``,
-validation-based epoch selection included); test ranks come from
-``models/eval_sequential.py``, which a test checks against the served recall stage.
+The model is trained exactly as `genrec build` trains it (the generic retriever step
+``models/build/retrieval.py:build_retriever``, validation-based epoch selection included);
+test ranks come from ``models/evaluate/sequential.py``, which a test checks against the served
+recall stage. Overrides are validated like any profile (``models/build/profiles.py``).
 
     python benchmarks/sequential_variant.py --dataset beauty --model sasrec \
         --profile full --set sasrec_train.loss=bce --device cuda
@@ -13,45 +14,75 @@ validation-based epoch selection included); test ranks come from
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 
-from models.build_retrieval import TRAINERS
+from models.artifacts.checkpoint import load_model
+from models.build.job import BuildJob
+from models.build.profile_values import VALUES
+from models.build.profiles import Profile
+from models.build.retrieval import build_retriever
 from models.data import leave_one_out, load_dataset
-from models.eval_sequential import sequential_metrics
-from models.profiles import PROFILES
+from models.evaluate.sequential import sequential_metrics
+from models.registry import COMPONENTS, RECALL, canonical, component
+
+# The components the generic retriever step builds (a net and a trainer in the registry).
+RETRIEVERS = tuple(c.name for c in COMPONENTS if c.net and c.trainer)
+
+
+def variant(name: str, overrides: list[str]) -> Profile:
+    """Profile ``name`` with ``GROUP.FIELD=VALUE`` overrides (JSON values, else strings),
+    checked like a shipped profile."""
+    if name not in VALUES:
+        raise SystemExit(f"unknown profile {name!r}; choose from {sorted(VALUES)}")
+    groups = copy.deepcopy(VALUES[name])
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, field = key.split(".", 1)
+        try:
+            groups.setdefault(section, {})[field] = json.loads(value)
+        except json.JSONDecodeError:
+            groups.setdefault(section, {})[field] = value
+    try:
+        return Profile(name=f"{name}+set" if overrides else name, groups=groups)
+    except ValidationError as exc:  # the profile validator's message (group.field: why)
+        raise SystemExit(str(exc.errors()[0].get("ctx", {}).get("error", exc))) from None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--model", choices=sorted(TRAINERS), default="sasrec")
+    # Recall method names and their aliases (``hstu`` is ``hstu_retrieval``).
+    ap.add_argument("--model", type=lambda s: canonical(RECALL, s), choices=RETRIEVERS,
+                    default="sasrec")
     ap.add_argument("--profile", default="full")
     ap.add_argument("--set", action="append", default=[],
                     help="KEY.FIELD=VALUE override, e.g. sasrec_train.loss=bce (JSON values)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    p = {k: dict(v) for k, v in PROFILES[args.profile].items()}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        section, field = key.split(".", 1)
-        try:
-            p[section][field] = json.loads(value)
-        except json.JSONDecodeError:
-            p[section][field] = value
+    profile = variant(args.profile, args.set)
     ds = load_dataset(args.dataset)
     split = leave_one_out(ds)
     torch.manual_seed(args.seed)
-    t = time.perf_counter()
-    model, cfg, _ = TRAINERS[args.model](ds, split, p, args.seed, False, args.device)
-    seconds = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        job = BuildJob(ds=ds, split=split, seed=args.seed, progress=False, device=args.device,
+                       profile=profile, out=Path(tmp))
+        t = time.perf_counter()
+        report = build_retriever(job, component(args.model))
+        seconds = time.perf_counter() - t
+        # The step exports the selected epoch's weights (on the CPU): read them back.
+        model = load_model(Path(tmp), args.model).to(torch.device(args.device))
     test = sequential_metrics(model, split, "test", ds.timestamps)
     Console().print_json(data={"dataset": ds.name, "model": args.model, "set": args.set,
-                               "selected_epoch": cfg.get("selected_epoch"),
+                               "selected_epoch": report.get("selected_epoch"),
                                "train_seconds": round(seconds, 1), "test": test})
 
 

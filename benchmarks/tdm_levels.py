@@ -1,9 +1,11 @@
 """How well a trained TDM keeps the max-heap property, on held-out (validation) users.
 
-For each validation user, beam search runs as served (beam, history items blocked); at every
-level from the start level down, we record whether the target item's ancestor survived the cut
-(``models.train.tdm.level_recall``). With an exact max-heap, every ancestor of a top-k item
-survives; a drop at a level is where the scorer broke the property for that beam.
+The scorer and the tree are loaded as the service loads them (``Runtime.load``:
+``rt.nets["tdm"]`` and the ``tdm_tree`` arrays). For each validation user, beam search runs as
+served (beam, history items blocked); at every level from the start level down, we record
+whether the target item's ancestor survived the cut (``models.train.tdm.level_recall``). With
+an exact max-heap, every ancestor of a top-k item survives; a drop at a level is where the
+scorer broke the property for that beam.
 
     python benchmarks/tdm_levels.py artifacts/beauty --beam 100 --users 2000
 """
@@ -14,12 +16,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 
 from index.tdm_tree import TDMTree
-from models.checkpoint import load_model
 from models.data import leave_one_out, load_dataset
+from models.engine.core.runtime import Runtime
 from models.train.tdm import level_recall
 
 
@@ -32,11 +33,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    manifest = orjson.loads((args.artifacts / "manifest.json").read_bytes())
-    ds = load_dataset(manifest["dataset"]["source"])
+    rt = Runtime.load(args.artifacts)
+    if not rt.has("tdm"):
+        raise SystemExit(f"{args.artifacts}: no TDM; build it with `genrec build --only tdm`")
+    ds = load_dataset(rt.manifest["dataset"]["source"])
     split = leave_one_out(ds)
-    model = load_model(args.artifacts, "tdm")
-    tree = TDMTree.load(args.artifacts / "tdm_tree.safetensors")
+    model = rt.nets["tdm"]
+    tree = TDMTree(**rt.arrays["tdm_tree"])
     users = split.eval_users("valid")
     if len(users) > args.users:
         users = np.random.default_rng(args.seed).choice(users, args.users, replace=False)

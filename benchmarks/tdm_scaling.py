@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from index.tdm_tree import beam_search, brute_force, build_tree
-from models.tdm import TDMConfig, TDMScorer, node_score_fn
+from index.tdm_tree import beam_search, brute_force
+from index.tdm_tree_build import build_tree
+from models.nets.tdm import TDMConfig, TDMScorer, node_score_fn
 from models.train.tdm import TDMTrainConfig, node_means, train_tdm
 
 DIM, HISTORY = 32, 20

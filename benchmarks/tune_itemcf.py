@@ -13,9 +13,8 @@ import itertools
 import numpy as np
 
 from models.data import leave_one_out, load_dataset
-from models.evaluate import MISS
-from models.itemcf import ItemCF
-from models.metrics import summarize
+from models.evaluate.rank_metrics import MISS, summarize
+from models.nets.itemcf import ItemCF
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """Choose the sequential retrievers' settings on the VALIDATION split.
 
 Each run trains one model on the leave-one-out training part and measures full-ranking
-validation HR/NDCG at 5, 10, 50 after every checkpoint epoch (``models/eval_sequential.py``:
+validation HR/NDCG at 5, 10, 50 after every checkpoint epoch (``models/evaluate/sequential.py``:
 exact MIPS, history masked, as served). The test split is never read. Results are appended as
-JSON lines to ``--out``; the chosen settings go into ``models/build.py``'s profiles.
+JSON lines to ``--out``; the chosen settings go into the build profiles
+(``models/build/profile_values.py``). Models and trainers come from ``models.registry`` (the
+component's net and its trainer's ``fit``), as `genrec build` trains them.
 
     python benchmarks/tune_sequential.py --dataset beauty --runs sasrec-bce,hstu --device cuda
 """
@@ -11,6 +13,8 @@ JSON lines to ``--out``; the chosen settings go into ``models/build.py``'s profi
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import time
 from pathlib import Path
@@ -19,17 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.build_retrieval import sequence_length
+from models.build.retrieval import sequence_length
 from models.data import leave_one_out, load_dataset
-from models.eval_sequential import sequential_metrics
-from models.gru4rec import GRU4Rec, GRU4RecConfig
-from models.hstu_retrieval import HSTURetrieval, HSTURetrievalConfig
-from models.sasrec import SASRec, SASRecConfig
-from models.train.gru4rec import GRU4RecTrainConfig, train_gru4rec
-from models.train.hstu_retrieval import HSTURetrievalTrainConfig, train_hstu_retrieval
-from models.train.sasrec import SASRecTrainConfig, train_sasrec
+from models.evaluate.sequential import sequential_metrics
+from models.registry import NETS, component, resolve
+from models.train.job import TrainJob
 
-# name -> (model kind, model overrides, train overrides, checkpoint epochs)
+# name -> (component (models.registry), model overrides, train overrides, checkpoint epochs)
 RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any], list[int]]] = {
     "sasrec-bce": ("sasrec", {"dim": 64, "dropout": 0.5}, {"epochs": 200},
                    [25, 50, 100, 150, 200]),
@@ -37,9 +37,9 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any], list[int]]] = {
                       [25, 50, 100, 150, 200]),
     "sasrec-softmax": ("sasrec", {"dim": 64, "dropout": 0.5}, {"epochs": 200, "loss": "softmax"},
                        [25, 50, 100, 150, 200]),
-    "hstu": ("hstu", {"dropout": 0.2}, {"epochs": 150}, [25, 50, 75, 100, 150]),
-    "hstu-d5": ("hstu", {"dropout": 0.5}, {"epochs": 150}, [25, 50, 75, 100, 150]),
-    "hstu-d5-64": ("hstu", {"dropout": 0.5, "dim": 64, "qk_dim": 32, "v_dim": 32},
+    "hstu": ("hstu_retrieval", {"dropout": 0.2}, {"epochs": 150}, [25, 50, 75, 100, 150]),
+    "hstu-d5": ("hstu_retrieval", {"dropout": 0.5}, {"epochs": 150}, [25, 50, 75, 100, 150]),
+    "hstu-d5-64": ("hstu_retrieval", {"dropout": 0.5, "dim": 64, "qk_dim": 32, "v_dim": 32},
                    {"epochs": 150}, [25, 50, 75, 100, 150]),
     "gru4rec": ("gru4rec", {"dim": 64, "hidden": 100}, {"epochs": 10, "lr": 3e-3,
                                                         "batch_size": 64}, list(range(1, 11))),
@@ -49,21 +49,22 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any], list[int]]] = {
 }
 
 
-def run(name: str, dataset: str, device: str, out: Path) -> None:
-    kind, model_over, train_over, checkpoints = RUNS[name]
+def run(name: str, dataset: str, device: str, out: Path, epochs: int | None = None) -> None:
+    comp_name, model_over, train_over, checkpoints = RUNS[name]
+    if epochs is not None:  # a shorter schedule (smoke runs): checkpoints cut to it, its end kept
+        train_over = {**train_over, "epochs": epochs}
+        checkpoints = sorted({*(e for e in checkpoints if e < epochs), epochs})
+    comp = component(comp_name)
+    net = next(n for n in NETS if n.key == comp.net)
+    cfg_cls = resolve(net.config)
     ds = load_dataset(dataset)
     split = leave_one_out(ds)
     torch.manual_seed(0)
     dev = torch.device(device)
     threads = {"num_threads": None} if dev.type == "cuda" else {}
-    if kind == "sasrec":
+    if "max_len" in {f.name for f in dataclasses.fields(cfg_cls)}:  # attention models
         model_over = {"max_len": sequence_length(split, "auto"), **model_over}
-        model = SASRec(SASRecConfig(n_items=ds.n_items, **model_over)).to(dev)
-    elif kind == "hstu":
-        model_over = {"max_len": sequence_length(split, "auto"), **model_over}
-        model = HSTURetrieval(HSTURetrievalConfig(n_items=ds.n_items, **model_over)).to(dev)
-    else:
-        model = GRU4Rec(GRU4RecConfig(n_items=ds.n_items, **model_over)).to(dev)
+    model = resolve(net.module)(cfg_cls(n_items=ds.n_items, **model_over)).to(dev)
     t0 = time.perf_counter()
 
     def check(epoch: int) -> None:
@@ -77,16 +78,8 @@ def run(name: str, dataset: str, device: str, out: Path) -> None:
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    if kind == "sasrec":
-        train_sasrec(model, split.train, ds.n_items, SASRecTrainConfig(**train_over, **threads),
-                     progress=False, on_epoch=check)
-    elif kind == "hstu":
-        train_hstu_retrieval(model, split.train, ds.n_items,
-                             HSTURetrievalTrainConfig(**train_over, **threads),
-                             timestamps=ds.timestamps, progress=False, on_epoch=check)
-    else:
-        train_gru4rec(model, split.train, GRU4RecTrainConfig(**train_over, **threads),
-                      progress=False, on_epoch=check)
+    job = TrainJob(ds=ds, split=split, seed=0, progress=False, device=device, on_epoch=check)
+    importlib.import_module(str(comp.trainer)).fit(job, model, {**train_over, **threads})
     check(int(train_over["epochs"]))
 
 
@@ -97,10 +90,12 @@ def main() -> None:
                     help=f"comma-separated, from: {','.join(RUNS)}")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("tune_sequential.jsonl"))
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="cut every run to this many epochs (default: each run's schedule)")
     args = ap.parse_args()
     np.random.seed(0)
     for name in args.runs.split(","):
-        run(name.strip(), args.dataset, args.device, args.out)
+        run(name.strip(), args.dataset, args.device, args.out, args.epochs)
 
 
 if __name__ == "__main__":

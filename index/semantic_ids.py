@@ -5,21 +5,24 @@ the items that share the same L codes (0, 1, 2, ... in item order), as in TIGER,
 has a unique (L+1)-tuple. The structure keeps:
 
 - ``ids`` (N, L+1) int64: item -> its tuple;
-- the tuples sorted lexicographically, each packed into one int64 key (mixed radix, radix of
-  position j = max token at j + 1), with ``order`` mapping sorted row -> item.
+- the tuples sorted lexicographically (``sorted_ids``), each packed into one int64 key (mixed
+  radix, radix of position j = max token at j + 1), with ``order`` mapping sorted row -> item.
+  Full-ID lookups (``items_of``) are one ``searchsorted`` on the keys.
 
-Because sorted tuples that share a prefix form one contiguous block, a prefix's block is
-found with two ``searchsorted`` calls on the keys, and its allowed next tokens are the
-distinct values of the next column inside that block (already sorted). This is the prefix
-trie that constrained decoding needs, kept as plain arrays (``state_dict``/``from_state``).
+Prefix queries for constrained decoding go through ``trie`` (``SemanticIdTrie``, group arrays
+over the sorted table), built on first use and cached. Only ``ids`` is persisted
+(``state_dict``/``from_state``); everything else is rebuilt from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from index.semantic_id_trie import SemanticIdTrie
 
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -42,7 +45,9 @@ def append_dedup_token(codes: np.ndarray) -> np.ndarray:
 
 
 class SemanticIds:
-    """Item <-> semantic-ID tuple, plus prefix queries for constrained generation."""
+    """Item <-> semantic-ID tuple; ``trie`` answers prefix queries for constrained generation.
+
+    Treat an instance as immutable: the cached ``trie`` is built from its arrays."""
 
     def __init__(self, ids: np.ndarray) -> None:
         """ids (N, T) int64, unique non-negative rows (use ``from_codes`` to build them)."""
@@ -91,8 +96,9 @@ class SemanticIds:
 
     def item_of(self, sid: Sequence[int]) -> int:
         """Dense item id of a full semantic ID, or -1 when no item has it."""
-        lo, hi = self._block(sid)
-        return int(self.order[lo]) if hi - lo == 1 and len(sid) == self.length else -1
+        if len(sid) != self.length:
+            return -1
+        return int(self.items_of(np.asarray(sid, dtype=np.int64)[None])[0])
 
     def items_of(self, sids: np.ndarray) -> np.ndarray:
         """sids (B, T) -> (B,) int64 dense item ids, -1 where invalid."""
@@ -116,49 +122,10 @@ class SemanticIds:
         return self.items_of(arr) >= 0
 
     # ---- prefix trie -----------------------------------------------------------------------
-    def _block(self, prefix: Sequence[int]) -> tuple[int, int]:
-        """[lo, hi) rows of the sorted IDs that start with ``prefix`` (empty: lo == hi)."""
-        p = len(prefix)
-        if p > self.length:
-            return 0, 0
-        if p == 0:
-            return 0, len(self.keys)
-        tok = np.asarray(prefix, dtype=np.int64)
-        if np.any(tok < 0) or np.any(tok >= self.radix[:p]):
-            return 0, 0
-        lo_key = int(tok @ self.mult[:p])
-        span = int(self.mult[p - 1])  # keys sharing this prefix lie in [lo_key, lo_key + span)
-        lo = int(np.searchsorted(self.keys, lo_key, side="left"))
-        hi = int(np.searchsorted(self.keys, lo_key + span, side="left"))
-        return lo, hi
-
-    def is_prefix(self, prefix: Sequence[int]) -> bool:
-        """Whether some item's ID starts with ``prefix`` (the empty prefix included)."""
-        lo, hi = self._block(prefix)
-        return hi > lo
-
-    def valid_next(self, prefix: Sequence[int]) -> np.ndarray:
-        """Sorted (M,) int64 tokens that can follow ``prefix``; empty for a full ID or a prefix
-        no item has."""
-        p = len(prefix)
-        if p >= self.length:
-            return _EMPTY.copy()
-        lo, hi = self._block(prefix)
-        if hi <= lo:
-            return _EMPTY.copy()
-        col = self.sorted_ids[lo:hi, p]  # sorted within the block
-        keep = np.ones(len(col), dtype=bool)
-        keep[1:] = col[1:] != col[:-1]
-        return col[keep]
-
-    def next_mask(self, prefix: Sequence[int], vocab: int | None = None) -> np.ndarray:
-        """(vocab,) bool mask of the allowed next tokens (vocab defaults to that position's
-        radix), e.g. to add -inf to disallowed logits in beam search."""
-        size = int(self.radix[len(prefix)]) if vocab is None else vocab
-        mask = np.zeros(size, dtype=bool)
-        nxt = self.valid_next(prefix)
-        mask[nxt[nxt < size]] = True
-        return mask
+    @cached_property
+    def trie(self) -> SemanticIdTrie:
+        """The prefix trie over these IDs, built once per instance (O(N * T) numpy work)."""
+        return SemanticIdTrie(self.sorted_ids, self.order, self.radix)
 
     # ---- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
 """The one settings class. Every field reads ``GENREC_<NAME>`` from the environment and is
-validated when the app starts, so a bad value fails fast with the variable's name."""
+validated when the app starts, so a bad value fails fast with the variable's name. The engine's
+fields (recall, rank, rerank, generative path) come from ``models.engine.core.settings``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.engine.core.settings import EngineSettings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, EngineSettings):
     model_config = SettingsConfigDict(env_prefix="GENREC_", extra="ignore")
 
     # Data and artifacts.
@@ -26,32 +29,6 @@ class Settings(BaseSettings):
     max_history: int = Field(200, ge=1, le=10_000)
     seed_store: bool = Field(True, description="seed the store with the dataset's histories")
 
-    # Cascade.
-    recall_ann_k: int = Field(200, ge=0, le=5_000)
-    recall_itemcf_k: int = Field(200, ge=0, le=5_000)
-    recall_popular_k: int = Field(50, ge=0, le=5_000)
-    ranker: Literal["din", "deepfm"] = "din"
-    rerank: Literal["dpp", "mmr", "none"] = "dpp"
-    # Chosen on the ml-100k validation split: DPP at 0.05 costs ~3% HR@10 against no rerank
-    # (0.207 vs 0.213); 0.2 cost 28%.
-    rerank_diversity: float = Field(0.05, ge=0.0, le=1.0)
-    rerank_window: int = Field(100, ge=1, le=2_000)
-    hnsw_ef_search: int = Field(128, ge=1, le=4_096)
-
-    # TDM layer-wise beam search: nodes kept per level (at least k are kept either way).
-    tdm_beam: int = Field(100, ge=1, le=10_000)
-
-    # Generative path (service/pipeline/factory.py): beam width of the semantic-ID search
-    # (widened to the candidate count when smaller), first-token sampling temperature (0 =
-    # deterministic), candidates handed to HSTU, M-FALCON microbatch and history-cache size/TTL.
-    semantic_id_beam_size: int = Field(50, ge=1, le=1_000)
-    semantic_id_temperature: float = Field(0.0, ge=0.0, le=10.0)
-    # 50 chosen on the ml-100k validation split (HR@10 0.251 vs 0.228 at 100, 0.222 at 200).
-    generative_candidates: int = Field(50, ge=1, le=1_000)
-    hstu_microbatch: int = Field(128, ge=1, le=4_096)
-    hstu_cache_size: int = Field(256, ge=1, le=1_000_000)
-    hstu_cache_ttl_s: float = Field(30.0, gt=0.0, le=86_400.0)
-
     # A/B experiment (see service/experiments.py). GENREC_EXPERIMENT_JSON wins over the file;
     # neither means one arm, "cascade", with all traffic.
     experiment_file: Path | None = None
@@ -64,8 +41,7 @@ class Settings(BaseSettings):
     # How long (seconds) a served list can still be credited with a click (Redis backend).
     exposure_ttl_s: float = Field(86_400.0, ge=0.001, le=90 * 86_400, allow_inf_nan=False)
 
-    # Runtime.
-    torch_threads: int = Field(1, ge=1, le=256)
+    # Process.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65_535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from models.engine.core.runtime import Runtime
+from models.engine.factory import Components
 from service.config import Settings
 from service.errors import ForbiddenError, UnauthorizedError
-from service.experiments import Experiment, ExposureLog
-from service.pipeline.factory import Components
-from service.runtime import Runtime
+from service.experiments import Experiment
+from service.exposures import ExposureLog
 from service.state import AppState
 from service.stores.base import UserStore
 

@@ -1,5 +1,6 @@
 """The A/B experiment layer's pure logic: arm definitions, deterministic per-user assignment,
-forced paths, admin share changes and exposure/click attribution. No FastAPI wiring here.
+forced paths, admin share changes and loading. No FastAPI wiring here; the exposure log and click
+attribution live in ``service.exposures``.
 
 Shares are validated, never normalised: every arm's ``share`` must be > 0 and the shares must
 sum to 1 within ``SHARE_TOLERANCE``. A typo such as 0.5/0.6 is rejected rather than silently
@@ -14,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -191,82 +190,3 @@ def resolve(experiment: Experiment, user_id: str, forced_path: str | None = None
         if arm.path == forced_path:
             return arm
     raise UnknownPathError(forced_path, [arm.path for arm in experiment.arms])
-
-
-# ---- exposures and click attribution -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Exposure:
-    request_id: str
-    user_id: str
-    arm: str
-    item_ids: tuple[str, ...]
-    ts: float
-
-
-class ExposureLog(Protocol):
-    """Records which arm served which items per request, and attributes clicks back to arms."""
-
-    async def record_exposure(
-        self, request_id: str, user_id: str, arm: str, item_ids: Sequence[str], ts: float
-    ) -> bool:
-        """Remember one served list; False (and nothing counted) if ``request_id`` is known."""
-        ...
-
-    async def attribute_click(self, request_id: str, item_id: str) -> str | None:
-        """The arm credited with this click, or None when the request is unknown (or forgotten),
-        the item was not in that exposure, or this (request_id, item_id) was already counted."""
-        ...
-
-    async def counters(self) -> dict[str, dict[str, int]]:
-        """``{arm: {"exposures": n, "clicks": m}}`` since start (eviction does not decrement)."""
-        ...
-
-
-class InMemoryExposureLog:
-    """Process-local ``ExposureLog``. Remembers at most ``max_exposures`` requests (oldest
-    dropped first); counters are cumulative and unaffected by eviction."""
-
-    def __init__(self, max_exposures: int = 100_000, arms: Sequence[str] = ()) -> None:
-        if max_exposures < 1:
-            raise ValueError("max_exposures must be >= 1")
-        self.max_exposures = max_exposures
-        self._entries: OrderedDict[str, tuple[Exposure, frozenset[str], set[str]]] = OrderedDict()
-        self._counts: dict[str, dict[str, int]] = {a: {"exposures": 0, "clicks": 0} for a in arms}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _counter(self, arm: str) -> dict[str, int]:
-        return self._counts.setdefault(arm, {"exposures": 0, "clicks": 0})
-
-    async def record_exposure(
-        self, request_id: str, user_id: str, arm: str, item_ids: Sequence[str], ts: float
-    ) -> bool:
-        if request_id in self._entries:
-            return False
-        exposure = Exposure(request_id, user_id, arm, tuple(item_ids), float(ts))
-        self._entries[request_id] = (exposure, frozenset(exposure.item_ids), set())
-        self._counter(arm)["exposures"] += 1
-        while len(self._entries) > self.max_exposures:
-            self._entries.popitem(last=False)
-        return True
-
-    async def attribute_click(self, request_id: str, item_id: str) -> str | None:
-        entry = self._entries.get(request_id)
-        if entry is None:
-            return None
-        exposure, items, clicked = entry
-        if item_id not in items or item_id in clicked:
-            return None
-        clicked.add(item_id)
-        self._counter(exposure.arm)["clicks"] += 1
-        return exposure.arm
-
-    async def get_exposure(self, request_id: str) -> Exposure | None:
-        entry = self._entries.get(request_id)
-        return entry[0] if entry is not None else None
-
-    async def counters(self) -> dict[str, dict[str, int]]:
-        return {arm: dict(c) for arm, c in self._counts.items()}

@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 import torch
 
 from models.data import load_dataset
+from models.engine.core.pipeline import Pipeline
+from models.engine.core.runtime import Runtime
+from models.engine.factory import Components, build_components
+from models.registry import RANKERS, RECALL, Stage, canonical
 from service import metrics
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
-from service.pipeline.cascade import Pipeline
-from service.pipeline.factory import Components, build_components
-from service.runtime import Runtime
 from service.state import AppState
 from service.stores.base import Interaction
 
@@ -24,24 +25,29 @@ log = logging.getLogger("genrec")
 T = TypeVar("T")
 
 
-class Registry(dict[str, T]):
-    """A name -> component dict whose missing names are a 422 naming the request field, so a
-    schema literal for a component this deployment doesn't build (yet) is never a KeyError
-    500 (e.g. ``/recall`` with ``"method": "semantic_id"``)."""
+class Available(dict[str, T]):
+    """A name -> stage dict for the request handlers: an earlier name (``models.registry``
+    aliases, e.g. ``hstu``) finds its stage, and a name this deployment doesn't build (yet) is
+    a 422 naming the request field, never a KeyError 500 (e.g. ``/recall`` with ``"method":
+    "semantic_id"`` on artifacts without it)."""
 
-    def __init__(self, entries: Mapping[str, T], loc: Sequence[str], what: str) -> None:
+    def __init__(self, entries: Mapping[str, T], loc: Sequence[str], what: str,
+                 table: tuple[Stage, ...] = ()) -> None:
         super().__init__(entries)
-        self.loc, self.what = list(loc), what
+        self.loc, self.what, self.table = list(loc), what, table
 
     def __missing__(self, key: str) -> T:
+        name = canonical(self.table, key)
+        if name != key and name in self:
+            return self[name]
         raise InvalidFieldError(self.loc, f"{self.what} {key!r} is not available in this "
                                           f"deployment (available: {', '.join(sorted(self))})")
 
 
 def guard(components: Components) -> Components:
-    components.recall = Registry(components.recall, ["body", "method"], "recall method")
-    components.rankers = Registry(components.rankers, ["body", "model"], "ranker")
-    components.rerankers = Registry(components.rerankers, ["body", "method"], "rerank method")
+    components.recall = Available(components.recall, ["body", "method"], "recall method", RECALL)
+    components.rankers = Available(components.rankers, ["body", "model"], "ranker", RANKERS)
+    components.rerankers = Available(components.rerankers, ["body", "method"], "rerank method")
     return components
 
 
@@ -97,7 +103,7 @@ async def load_into(state: AppState) -> None:
         if s.seed_store:
             await seed_store(state, rt)
         state.runtime, state.components = rt, components
-        for name in ("two_tower", *rt.rankers):
+        for name in ("two_tower", *components.rankers):
             metrics.MODEL_INFO.labels(name, rt.version).set(1)
         metrics.READY.set(1)
         log.info("artifacts %s loaded (version %s)", s.artifacts_dir, rt.version)

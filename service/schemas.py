@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from models.registry import PATHS, RANKERS, RECALL, RERANKERS, names
 from service.stores.base import EVENT_TYPES
 
 MAX_IDS = 1_000
@@ -14,6 +15,11 @@ MAX_IDS = 1_000
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+# Stage and path names come from models.registry; earlier names (aliases) stay accepted.
+RecallMethod = Literal[names(RECALL, aliases=True)]  # type: ignore[valid-type]
+RankModel = Literal[names(RANKERS, aliases=True)]  # type: ignore[valid-type]
+RerankMethod = Literal[RERANKERS]  # type: ignore[valid-type]
+PathName = Literal[PATHS]  # type: ignore[valid-type]
 # The service issues 32 hex chars; clients echo them back on /events.
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=64,
                                              pattern=r"^[A-Za-z0-9_-]+$")]
@@ -45,7 +51,7 @@ class RecommendRequest(_Strict):
     history: list[ItemId] | None = Field(
         None, max_length=MAX_IDS, description="replaces the stored history (stateless callers)"
     )
-    path: Literal["cascade", "generative"] | None = Field(
+    path: PathName | None = Field(
         None, description="QA: force the first arm serving this path (not recorded as an exposure)"
     )
 
@@ -72,8 +78,7 @@ class _UserOrHistory(_Strict):
 
 
 class RecallRequest(_UserOrHistory):
-    method: Literal["popular", "itemcf", "ann", "gru4rec", "sasrec", "hstu", "tdm",
-                    "semantic_id"]
+    method: RecallMethod
     k: int = Field(100, ge=1, le=MAX_IDS)
     exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_IDS)
 
@@ -86,7 +91,7 @@ class RecallResponse(BaseModel):
 
 class RankRequest(_UserOrHistory):
     item_ids: list[ItemId] = Field(min_length=1, max_length=MAX_IDS)
-    model: Literal["deepfm", "din", "hstu"] = "din"
+    model: RankModel = "din"
 
 
 class RankResponse(BaseModel):
@@ -97,7 +102,7 @@ class RankResponse(BaseModel):
 
 class RerankRequest(_Strict):
     items: list[ScoredItem] = Field(min_length=1, max_length=MAX_IDS)
-    method: Literal["mmr", "dpp"] = "dpp"
+    method: RerankMethod = "dpp"
     k: int = Field(10, ge=1, le=200)
     diversity: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.engine.core.runtime import Runtime
+from models.engine.factory import Components
 from service import metrics
 from service.config import Settings
 from service.errors import NotReadyError
-from service.experiments import Experiment, ExposureLog
-from service.pipeline.factory import Components
-from service.runtime import Runtime
+from service.experiments import Experiment
+from service.exposures import ExposureLog
 from service.stores.base import UserStore
 
 

@@ -118,7 +118,7 @@ def key_prefix() -> str:
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Artifacts built from the bundled ml-100k with the tiny profile, once per session."""
-    from models.build import build
+    from models.build.main import build
 
     out = tmp_path_factory.mktemp("artifacts") / "ml-100k"
     build("ml-100k", out, profile="tiny", seed=0, progress=False)

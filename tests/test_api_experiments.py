@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models.engine.paths.cascade import Cascade
 from service.app import create_app
 from service.config import Settings
 from service.experiments import Arm, Experiment, ExperimentConfigError, assign
 from service.loader import check_arms
-from service.pipeline.cascade import Cascade
 from service.state import AppState
 from tests.helpers import running
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from models.data import load_dataset
-from models.features import pad_histories
+from models.engine.paths.cascade import Cascade
+from models.nets.features import pad_histories
 from service.config import Settings
 from service.experiments import ExperimentConfigError
-from service.pipeline.cascade import Cascade
 from tests.helpers import running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -83,10 +83,8 @@ async def test_exclusions_honoured_without_starving_k(
 @pytest.mark.parametrize("method", SEQUENTIAL)
 async def test_sequential_recall_is_exact_mips(client: httpx.AsyncClient, method: str) -> None:
     state = client._transport.app.state.genrec  # type: ignore[attr-defined]
-    if method not in state.runtime.retrievers:
-        pytest.skip(f"{method} is not built")
     rt = state.runtime
-    model, _ = rt.retrievers[method]
+    model = state.components.recall[method].model
     history = ["50", "181", "100", "258"]
     got = await recall(client, history=history, method=method, k=25)
     dense = [rt.items.index[i] for i in history]
@@ -114,11 +112,12 @@ async def test_arm_picks_its_recall_sources(client: httpx.AsyncClient) -> None:
 
 
 async def test_arm_recall_param_is_validated(tiny_artifacts: Path) -> None:
-    from service.pipeline.stages import PopularRecall
-    from service.runtime import Runtime
+    from models.engine.core.runtime import Runtime
+    from models.engine.recall.popular import PopularRecall
+    from models.nets.popularity import Popularity
 
     rt = Runtime.load(tiny_artifacts)
-    popular = PopularRecall(rt.popularity)
+    popular = PopularRecall(Popularity.from_state(rt.arrays["popularity"]))
     cascade = Cascade([(popular, 10)], None, None, popular, available={"popular": popular})
     assert cascade.check_params({"recall": {"popular": 5}}) == {"recall": [("popular", 5)]}
     for bad, field in [({"recall": {"nope": 5}}, "params.recall.nope"),

@@ -11,8 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.build import build
-from models.build_reuse import COMPONENTS, with_dependents
+from models.build.main import build
+from models.build.partial import with_dependents
+from models.registry import component
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -42,7 +43,7 @@ def test_only_retrains_named_component_and_copies_the_rest(artifacts: Path) -> N
     changed = {name for name in after if after[name] != before[name]}
     # Popularity and ItemCF are always refitted but deterministic, so unchanged; SASRec's
     # JSON config holds no seed, so only its weights and index change.
-    assert changed == {"sasrec.safetensors", "sasrec_items.faiss"} < set(COMPONENTS["sasrec"])
+    assert changed == {"sasrec.safetensors", "sasrec_items.faiss"} < set(component("sasrec").files)
     manifest = orjson.loads((artifacts / "manifest.json").read_bytes())
     assert manifest["retrained"] == ["sasrec"]
     assert manifest["configs"]["tiger"] == old["configs"]["tiger"]

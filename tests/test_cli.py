@@ -12,7 +12,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from models.cli import app
+from cli.main import app
 
 FIX = Path(__file__).parent / "fixtures" / "cli"
 METRICS = ("HR@10", "NDCG@10", "HR@50", "NDCG@50")
@@ -154,13 +154,13 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """serve must fail before it starts a server or a build."""
     import uvicorn
 
-    import models.build
+    import models.build.main
 
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("serve went on to start a server or a build")
 
     monkeypatch.setattr(uvicorn, "run", refuse)
-    monkeypatch.setattr(models.build, "build", refuse)
+    monkeypatch.setattr(models.build.main, "build", refuse)
 
 
 @pytest.mark.usefixtures("no_server")

@@ -10,22 +10,22 @@ import pytest
 import torch
 
 from models.data import leave_one_out, load_dataset
-from models.eval_sequential import MISS, sequential_ranks
-from models.evaluate import evaluate
-from models.metrics import summarize
-from models.sasrec import SASRec, SASRecConfig
+from models.engine.core.runtime import Runtime
+from models.evaluate.offline import evaluate
+from models.evaluate.rank_metrics import MISS, summarize
+from models.evaluate.sequential import sequential_ranks
+from models.nets.sasrec import SASRec, SASRecConfig
 from models.train.sasrec import SASRecTrainConfig, train_sasrec
-from service.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("method", ["gru4rec", "sasrec", "hstu"])
+@pytest.mark.parametrize("method", ["gru4rec", "sasrec", "hstu_retrieval"])
 def test_batched_ranks_equal_served_ranks(tiny_artifacts: Path, method: str) -> None:
     ds = load_dataset("ml-100k")
     split = leave_one_out(ds)
     rt = Runtime.load(tiny_artifacts)
-    model, _ = rt.retrievers[method]
+    model = rt.nets[method]  # each retriever's file stem is its method name
     ranks = sequential_ranks(model, split, "valid", ds.timestamps, batch_size=300)
     batched = summarize(ranks, (5, 10, 50))
     served = evaluate(rt, split, [method], stage="valid", progress=False,
@@ -79,7 +79,7 @@ def test_sasrec_softmax_loss_learns_rule() -> None:
 
 
 def test_epoch_selector_keeps_best_validation_weights() -> None:
-    from models.build_retrieval import EpochSelector
+    from models.build.selection import EpochSelector
 
     ds = load_dataset("ml-100k")
     split = leave_one_out(ds)

@@ -17,7 +17,6 @@ from service.experiments import (
     Arm,
     Experiment,
     ExperimentConfigError,
-    InMemoryExposureLog,
     UnknownPathError,
     assign,
     bucket,
@@ -207,53 +206,3 @@ def test_with_shares() -> None:
 def test_with_shares_validation(shares: dict[str, float], message: str) -> None:
     with pytest.raises(ExperimentConfigError, match=message):
         three_arms().with_shares(shares)
-
-
-# ---- exposure log ----------------------------------------------------------------------------
-
-
-async def test_attribution_counts() -> None:
-    log = InMemoryExposureLog(arms=["control", "gen"])
-    assert await log.counters() == {
-        "control": {"exposures": 0, "clicks": 0},
-        "gen": {"exposures": 0, "clicks": 0},
-    }
-    assert await log.record_exposure("r1", "u1", "control", ["i1", "i2"], 1.0)
-    assert await log.record_exposure("r2", "u2", "gen", ["i1", "i3"], 2.0)
-    assert not await log.record_exposure("r1", "u1", "control", ["i9"], 3.0)  # duplicate id
-
-    assert await log.attribute_click("r1", "i1") == "control"
-    assert await log.attribute_click("r1", "i1") is None  # duplicate click
-    assert await log.attribute_click("r1", "i3") is None  # not in that exposure
-    assert await log.attribute_click("r404", "i1") is None  # unknown request
-    assert await log.attribute_click("r2", "i1") == "gen"  # same item, other request
-    assert await log.attribute_click("r1", "i2") == "control"
-
-    assert await log.counters() == {
-        "control": {"exposures": 1, "clicks": 2},
-        "gen": {"exposures": 1, "clicks": 1},
-    }
-    exposure = await log.get_exposure("r1")
-    assert exposure is not None and exposure.item_ids == ("i1", "i2") and exposure.ts == 1.0
-
-
-async def test_eviction_is_bounded_and_oldest_first() -> None:
-    log = InMemoryExposureLog(max_exposures=3)
-    for i in range(5):
-        await log.record_exposure(f"r{i}", "u", "a", ["x"], float(i))
-    assert len(log) == 3
-    assert await log.attribute_click("r0", "x") is None  # evicted
-    assert await log.attribute_click("r1", "x") is None  # evicted
-    assert await log.attribute_click("r2", "x") == "a"
-    # Counters are cumulative: eviction does not take exposures back.
-    assert await log.counters() == {"a": {"exposures": 5, "clicks": 1}}
-    with pytest.raises(ValueError):
-        InMemoryExposureLog(max_exposures=0)
-
-
-async def test_counters_are_a_copy() -> None:
-    log = InMemoryExposureLog()
-    await log.record_exposure("r", "u", "a", ["x"], 0.0)
-    snapshot = await log.counters()
-    snapshot["a"]["exposures"] = 99
-    assert (await log.counters())["a"]["exposures"] == 1

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from models.data import leave_one_out, load_dataset
-from models.evaluate import eval_context
+from models.engine.core.runtime import Runtime
+from models.engine.factory import Components, build_components
+from models.evaluate.offline import eval_context
 from service.config import Settings
-from service.pipeline.factory import Components, build_components
-from service.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_generation_is_valid_and_unblocked_for_every_test_user(loaded, data) -> 
     rt, comp = loaded
     ds, split = data
     gen = comp.recall["semantic_id"]
-    sids = rt.semantic_ids
+    sids = gen.sids
     rng = np.random.default_rng(0)
     users = split.eval_users("test")
     assert len(users) == ds.n_users
@@ -84,7 +84,7 @@ def test_generative_cold_user_gets_popular(loaded) -> None:
                                blocked=set())
     res = comp.pipelines["generative"].run(cold, 5)
     assert res.cold_start and len(res.items) == 5
-    top = [i for i, _ in rt.popularity.top(5, exclude=set())]
+    top = [i for i, _ in comp.recall["popular"].popularity.top(5, exclude=set())]
     assert res.items.tolist() == top
 
 
@@ -105,14 +105,14 @@ def test_arm_params_are_checked_and_applied(loaded, data) -> None:
 def test_served_hstu_scores_equal_direct_scoring(loaded, data) -> None:
     rt, comp = loaded
     ds, split = data
-    stage = comp.rankers["hstu"]
+    stage = comp.rankers["hstu_ranker"]
     ctx = eval_context(rt, split, 3, "test", ds.timestamps)
     items = np.arange(0, ds.n_items, 37, dtype=np.int64)
     served = stage.score(ctx, items)
-    L = rt.hstu.cfg.max_history
+    L = rt.nets["hstu"].cfg.max_history
     hist = torch.from_numpy(ctx.history[-L:])[None]
     ts = torch.from_numpy(ctx.timestamps[-L:])[None]
     with torch.no_grad():
-        direct = rt.hstu.score_items(torch.zeros(1, 0, dtype=torch.long), hist,
+        direct = rt.nets["hstu"].score_items(torch.zeros(1, 0, dtype=torch.long), hist,
                                      torch.from_numpy(items)[None], ts)[0].numpy()
     np.testing.assert_allclose(served, direct, atol=1e-5)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
-from models.features import pad_histories
-from models.gru4rec import GRU4Rec, GRU4RecConfig
+from models.artifacts.checkpoint import load_model, save_model
+from models.nets.features import pad_histories
+from models.nets.gru4rec import GRU4Rec, GRU4RecConfig
 from models.train.gru4rec import (
     GRU4RecTrainConfig,
     bpr_max_loss,

@@ -6,13 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.hstu import (
-    HSTULayer,
-    HSTURanker,
-    HSTURankerConfig,
-    position_buckets,
-    time_buckets,
-)
+from models.nets.hstu_layer import HSTULayer, position_buckets, time_buckets
+from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
 
 N_ITEMS = 30
 
@@ -296,7 +291,7 @@ def test_aux_head() -> None:
 
 
 def test_hstu_checkpoint_round_trip(tmp_path):
-    from models.checkpoint import load_model, save_model
+    from models.artifacts.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
     model = HSTURanker(HSTURankerConfig(n_items=30, dim=16, n_layers=1, max_history=8)).eval()

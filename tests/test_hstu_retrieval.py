@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import pad_histories
-from models.hstu import HSTULayer, HSTURanker, HSTURankerConfig
-from models.hstu_retrieval import HSTURetrieval, HSTURetrievalConfig
+from models.nets.features import pad_histories
+from models.nets.hstu_layer import HSTULayer
+from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
+from models.nets.hstu_retrieval import HSTURetrieval, HSTURetrievalConfig
 from models.train.hstu_retrieval import (
     HSTURetrievalTrainConfig,
     sampled_softmax_loss,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import pad_histories
-from models.hstu import HSTURanker, HSTURankerConfig
-from service.pipeline.context import UserContext
-from service.pipeline.hstu_stage import HSTUCacheStore, HSTURankStage
+from models.engine.core.context import UserContext
+from models.engine.rank.hstu import HSTUCacheStore, HSTURankStage
+from models.nets.features import pad_histories
+from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
 
 N_ITEMS = 40
 MAX_HISTORY = 24

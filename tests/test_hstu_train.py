@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
+from models.artifacts.checkpoint import load_model, save_model
 from models.data.dataset import Split
-from models.features import pad_histories
-from models.hstu import HSTURanker, HSTURankerConfig
-from models.train.hstu import HSTUTrainConfig, length_batches, select_positions, train_hstu
+from models.nets.features import pad_histories
+from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
+from models.train.hstu_ranker import HSTUTrainConfig, length_batches, select_positions, train_hstu
 
 N_ITEMS = 40
 N_USERS = 60

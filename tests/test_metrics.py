@@ -1,4 +1,5 @@
-"""HR / NDCG from target ranks; ranking with history masking and pessimistic ties."""
+"""HR / NDCG from target ranks; ranking with history masking and pessimistic ties, on numpy
+or torch scores, with either policy for a target the user already consumed."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from models.metrics import hit_rate, ndcg, summarize, target_ranks
+from models.evaluate.rank_metrics import MISS, hit_rate, ndcg, summarize, target_ranks
 
 
 def test_hand_computed_hr_ndcg():
@@ -65,3 +67,37 @@ def test_nan_target_is_worst_and_validation():
         target_ranks(s, np.array([3]))
     with pytest.raises(ValueError):
         target_ranks(s, np.array([0, 1]))
+
+
+def test_served_policy_makes_an_excluded_target_a_miss():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3, 0.8], [1.0, 1.0, 1.0, np.nan, 0.0]])
+    hist = [np.array([1, 2]), np.array([0])]
+    ranked = target_ranks(scores, np.array([2, 3]), hist)
+    assert ranked.tolist() == [1, 4]  # item 4 beats 2; user 1's NaN target is worst (N - 1)
+    served = target_ranks(scores, np.array([2, 3]), hist, excluded_target="miss")
+    assert served.tolist() == [MISS, MISS]  # consumed target; NaN target
+    # A target outside the history ranks the same under both policies (the masked item 1
+    # no longer beats user 0's target); ties still count against, NaN scores never do.
+    for policy in ("ranked", "miss"):
+        assert target_ranks(scores, np.array([4, 1]), hist, policy).tolist() == [0, 1]
+    with pytest.raises(ValueError):
+        target_ranks(scores, np.array([2, 3]), hist, excluded_target="hit")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        target_ranks(scores, np.array([2, 3]), hist[:1])
+
+
+def test_torch_scores_rank_like_numpy():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(64, 30)).astype(np.float32)  # many ties
+    targets = rng.integers(0, 30, size=64)
+    exclude = [rng.integers(-1, 31, size=int(rng.integers(0, 8))) for _ in range(64)]
+    t = torch.from_numpy(scores.copy())
+    for policy in ("ranked", "miss"):
+        got = target_ranks(t, targets, exclude, policy)  # type: ignore[arg-type]
+        want = target_ranks(scores, targets, exclude, policy)  # type: ignore[arg-type]
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+    assert torch.equal(t, torch.from_numpy(scores))  # not modified
+    # Integer scores compare exactly (no float32 rounding of large ids).
+    big = np.array([[2**24 + 1, 2**24]], dtype=np.int64)
+    assert target_ranks(big, np.array([1]))[0] == 1

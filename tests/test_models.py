@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import MODEL_REGISTRY, load_model, register_model, save_model
+from models.artifacts.checkpoint import MODEL_REGISTRY, load_model, register_model, save_model
 from models.data.dataset import CategoricalFeatures, Dataset, IdMap, ItemSide, leave_one_out
-from models.deepfm import DeepFM, DeepFMConfig
-from models.din import DIN, DINConfig
-from models.features import ItemFeatureTables, pad_histories, user_codes_from_dataset
-from models.train.ranker import RankerTrainConfig, train_ranker
+from models.nets.deepfm import DeepFM, DeepFMConfig
+from models.nets.din import DIN, DINConfig
+from models.nets.features import ItemFeatureTables, pad_histories, user_codes_from_dataset
+from models.nets.two_tower import TwoTower, TwoTowerConfig
+from models.train.item_scorer import RankerTrainConfig, train_ranker
 from models.train.samples import build_samples, consumed_keys, sample_negatives
 from models.train.two_tower import TwoTowerTrainConfig, in_batch_softmax_loss, train_two_tower
-from models.two_tower import TwoTower, TwoTowerConfig
 
 N_ITEMS, N_USERS, N_GROUPS = 40, 48, 4
 

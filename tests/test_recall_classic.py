@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from models.itemcf import ItemCF
-from models.metrics import target_ranks
-from models.popularity import Popularity
+from models.evaluate.rank_metrics import target_ranks
+from models.nets.itemcf import ItemCF
+from models.nets.popularity import Popularity
 
 DAY = 86400
 
@@ -102,7 +102,7 @@ def test_itemcf_top_n_cap_and_sorting():
 
 
 def test_itemcf_block_path_matches(monkeypatch):
-    import models.itemcf as mod
+    import models.nets.itemcf as mod
 
     whole = ItemCF().fit(CF_SEQS, n_items=5, top_n=3)
     monkeypatch.setattr(mod, "_BLOCK_CELLS", 7)  # one row per block

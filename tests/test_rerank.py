@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.rerank import cosine_similarity, dpp, dpp_kernel, mmr
+from models.nets.rerank import cosine_similarity, dpp, dpp_kernel, mmr
 
 
 def _inputs(seed: int, n: int = 12, d: int = 6):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, save_model
-from models.features import pad_histories
-from models.sasrec import SASRec, SASRecConfig
+from models.artifacts.checkpoint import load_model, save_model
+from models.nets.features import pad_histories
+from models.nets.sasrec import SASRec, SASRecConfig
 from models.train.sasrec import SASRecTrainConfig, train_sasrec
 
 N_ITEMS = 30

@@ -14,9 +14,9 @@ import safetensors.torch
 import torch
 
 from index.semantic_ids import SemanticIds, append_dedup_token
-from models.checkpoint import config_from_dict
+from models.artifacts.checkpoint import config_from_dict
 from models.data import load_dataset
-from models.rqvae import RQVAE, RQVAEConfig, code_stats, sq_err
+from models.nets.rqvae import RQVAE, RQVAEConfig, code_stats, sq_err
 from models.train.rqvae import RQVAETrainConfig, train_rqvae
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -164,6 +164,8 @@ def test_trie_matches_brute_force():
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 4, size=(40, 3))
     sids = SemanticIds.from_codes(codes)
+    trie = sids.trie
+    assert sids.trie is trie  # built once per SemanticIds
     t = sids.length
     valid = {tuple(int(v) for v in r) for r in sids.ids}
     prefixes = {v[:p] for v in valid for p in range(t + 1)}
@@ -172,16 +174,43 @@ def test_trie_matches_brute_force():
     for p in range(t + 1):
         for cand in itertools.product(range(-1, max(radix) + 1), repeat=p):
             expect = sorted({v[p] for v in valid if v[:p] == cand}) if p < t else []
-            assert sids.valid_next(cand).tolist() == expect, cand
-            assert sids.is_prefix(cand) == (cand in prefixes), cand
+            assert trie.valid_next(cand).tolist() == expect, cand
+            assert trie.is_prefix(cand) == (cand in prefixes), cand
+            if p < t:
+                mask = trie.next_mask(cand)
+                assert mask.tolist() == [i in expect for i in range(radix[p])], cand
             if p == t:
                 assert sids.is_valid(cand) == (cand in valid), cand
                 assert (sids.item_of(cand) >= 0) == (cand in valid)
-    assert not sids.is_valid((0, 0)) and not sids.is_prefix((0,) * (t + 1))
+    assert not sids.is_valid((0, 0)) and not trie.is_prefix((0,) * (t + 1))
+    assert sids.item_of((0, 0)) == -1
     batch = np.array([list(next(iter(valid))), [9, 9, 9, 9]])
     assert sids.is_valid(batch).tolist() == [True, False]
-    mask = sids.next_mask(())
+    mask = trie.next_mask(())
     assert mask.tolist() == [i in {v[0] for v in valid} for i in range(radix[0])]
+    assert trie.next_mask((), vocab=2).tolist() == mask[:2].tolist()
+
+
+def test_trie_group_arrays():
+    """The arrays constrained beam search walks: groups, their tokens, sizes and children."""
+    ids = np.array([[1, 0, 0], [0, 2, 0], [0, 1, 0], [0, 1, 1], [1, 0, 1]])
+    sids = SemanticIds(ids)
+    trie = sids.trie
+    # sorted rows: 010 011 020 100 101 -> items 2 3 1 0 4
+    np.testing.assert_array_equal(trie.item_of_row, [2, 3, 1, 0, 4])
+    np.testing.assert_array_equal(trie.item_of_row[trie.row_of_item], np.arange(5))
+    assert [trie.n_groups(p) for p in range(3)] == [2, 3, 5]
+    assert [g.tolist() for g in trie.tok] == [[0, 1], [1, 2, 0], [0, 1, 0, 0, 1]]
+    assert [g.tolist() for g in trie.size] == [[3, 2], [2, 1, 2], [1] * 5]
+    assert trie.row_group[1].tolist() == [0, 0, 1, 2, 2]
+    assert trie.child_lo[0].tolist() == [0] and trie.child_hi[0].tolist() == [2]
+    assert trie.child_lo[1].tolist() == [0, 2] and trie.child_hi[1].tolist() == [2, 3]
+    assert trie.child_lo[2].tolist() == [0, 2, 3] and trie.child_hi[2].tolist() == [2, 3, 5]
+    assert trie.group_of(()) == 0 and trie.group_of((1, 0)) == 2 and trie.group_of((1, 1)) == -1
+    for item, sid in enumerate(ids):  # a full ID's group is its sorted row
+        assert trie.item_of_row[trie.start[2][trie.group_of(sid)]] == item
+    empty = SemanticIds(np.zeros((0, 2), dtype=np.int64)).trie
+    assert not empty.is_prefix(()) and empty.valid_next(()).tolist() == []
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -193,7 +222,7 @@ def test_save_load_roundtrip(tmp_path):
     sids.save(tmp_path / "sids.safetensors")
     loaded = SemanticIds.load(tmp_path / "sids.safetensors")
     np.testing.assert_array_equal(loaded.ids, sids.ids)
-    assert loaded.valid_next((1,)).tolist() == sids.valid_next((1,)).tolist()
+    assert loaded.trie.valid_next((1,)).tolist() == sids.trie.valid_next((1,)).tolist()
 
 
 def test_duplicate_ids_rejected():
@@ -211,7 +240,7 @@ def test_rqvae_codes_to_semantic_ids_end_to_end():
 
 # ---- content ----------------------------------------------------------------------------
 def test_item_texts():
-    from models.content import item_texts
+    from models.build.content import item_texts
 
     ds = load_dataset(str(FIX / "ml100k-tiny"))
     texts = item_texts(ds)
@@ -225,7 +254,7 @@ def test_item_texts():
 
 
 def test_encode_texts_minilm():
-    from models.content import encode_texts
+    from models.build.content import encode_texts
 
     e = encode_texts(["Toy Story (1995) | Animation, Children's, Comedy",
                       "Toy Story 2 (1999) | Animation, Children's, Comedy",

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from index.tdm_tree import TDMTree, balanced_assign, beam_search, brute_force, build_tree
-from models.checkpoint import load_model, register_model, save_model
-from models.features import pad_histories
-from models.tdm import TDMConfig, TDMScorer, node_score_fn
+from index.tdm_tree import TDMTree, beam_search, brute_force
+from index.tdm_tree_build import balanced_assign, build_tree
+from models.artifacts.checkpoint import load_model, register_model, save_model
+from models.nets.features import pad_histories
+from models.nets.tdm import TDMConfig, TDMScorer, node_score_fn
 from models.train.tdm import (
     TDMTrainConfig,
     level_nodes_and_labels,

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from index.semantic_ids import SemanticIds
-from models.checkpoint import load_model, save_model
+from models.artifacts.checkpoint import load_model, save_model
 from models.data import load_dataset
 from models.data.dataset import leave_one_out
-from models.tiger import ANONYMOUS_BUCKET, TIGER, TigerConfig, pack_histories, user_bucket
-from models.tiger_decode import generate
+from models.nets.tiger import ANONYMOUS_BUCKET, TIGER, TigerConfig, pack_histories, user_bucket
+from models.nets.tiger_decode import generate
 from models.train.tiger import TigerTrainConfig, next_item_samples, train_tiger
 
 # Tiny tensors: extra intra-op threads only add sync cost on a busy 2-core box.

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
@@ -21,9 +18,9 @@ from models.data.dataset import (
     ItemSide,
     decode_text,
     fingerprint_files,
-    from_interactions,
     read_bytes,
 )
+from models.data.movielens_ratings import ratings_dataset
 
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)  # ML-1M's codes: 1 = under 18, 56 = 56+
 NO_GENRE = frozenset({"(no genres listed)", "unknown", ""})
@@ -32,21 +29,6 @@ _TEXT = ("utf-8", "latin-1")  # ml-1m is Latin-1, later releases UTF-8; Latin-1 
 _INT = re.compile(r"\s*[+-]?\d+\s*\Z")  # what numpy's int parser accepts, for the rescan
 _TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 _DATE_YEAR = re.compile(r"(\d{4})\s*$")
-_COLS = ("user id", "item id", "rating", "timestamp")
-_DTYPE = [("u", "i8"), ("i", "i8"), ("r", "f8"), ("t", "i8")]
-# ``::`` files are parsed with ':' as the delimiter; the empty fields between the two colons
-# land in 1-byte string columns that must stay empty. Keeps numpy's C parser (fast, strict).
-_DAT_DTYPE = [
-    ("u", "i8"),
-    ("c1", "S1"),
-    ("i", "i8"),
-    ("c2", "S1"),
-    ("r", "f8"),
-    ("c3", "S1"),
-    ("t", "i8"),
-]
-
-
 def age_bucket(age: int) -> int:
     """ML-1M age bucket for an age in years (identity on ML-1M's own codes); 0 if unknown."""
     if age < 1:
@@ -61,78 +43,6 @@ def title_year(title: str) -> int:
 
 
 # --- Ratings -------------------------------------------------------------------------------
-
-
-def _has_header(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            first = f.readline().decode("utf-8", "replace")
-    except OSError:
-        read_bytes(path)  # raises the DataFormatError for a missing/unreadable file
-        raise
-    return bool(first.strip()) and not _INT.match(first.split(",")[0])
-
-
-def read_ratings(path: Path, sep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Columns (user, item, rating, timestamp) of a ratings file whose lines are
-    ``user<sep>item<sep>rating<sep>timestamp`` (``sep`` one of "\\t", "::", ","; a CSV header
-    line is skipped). Fast path is numpy's C parser; if it rejects anything, a line-by-line
-    rescan finds the bad line for the error."""
-    path = Path(path)
-    skip = int(_has_header(path)) if sep == "," else 0
-    dat = sep == "::"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            a = np.loadtxt(
-                path,
-                delimiter=sep[0],
-                dtype=_DAT_DTYPE if dat else _DTYPE,
-                comments=None,
-                skiprows=skip,
-                encoding="utf-8",
-                ndmin=1,
-            )
-    except (ValueError, UnicodeDecodeError, OSError):
-        _rescan(path, sep, skip)
-    if not np.isfinite(a["r"]).all() or (
-        dat and any((a[c] != b"").any() for c in ("c1", "c2", "c3"))
-    ):
-        _rescan(path, sep, skip)
-    if len(a) == 0:
-        raise DataFormatError(str(path), None, "no interactions")
-    return a["u"], a["i"], a["r"], a["t"]
-
-
-def _rescan(path: Path, sep: str, skip: int) -> NoReturn:
-    text = decode_text(path, read_bytes(path))
-    for n, line in enumerate(text.split("\n"), 1):
-        line = line.rstrip("\r")
-        if n <= skip or not line:
-            continue
-        f = line.split(sep)
-        if len(f) != 4:
-            raise DataFormatError(
-                str(path),
-                n,
-                f"expected 4 {sep!r}-separated fields "
-                f"(user, item, rating, timestamp), got {len(f)}",
-            )
-        for k in (0, 1, 3):
-            if not _INT.match(f[k]):
-                raise DataFormatError(str(path), n, f"{_COLS[k]} {f[k]!r} is not an integer")
-        try:
-            ok = math.isfinite(float(f[2]))
-        except ValueError:
-            ok = False
-        if not ok:
-            raise DataFormatError(str(path), n, f"rating {f[2]!r} is not a finite number")
-    raise DataFormatError(str(path), None, "numpy could not parse the file, but no bad line found")
-
-
-def _ratings_dataset(name: str, path: Path, sep: str) -> Dataset:
-    u, i, r, t = read_ratings(path, sep)
-    return from_interactions(name, u, i, timestamps=t, ratings=r)
 
 
 # --- Side files ----------------------------------------------------------------------------
@@ -250,7 +160,7 @@ def load_ml100k(directory: str | Path, name: str | None = None) -> Dataset:
     d = Path(directory)
     data, item, genre, user = paths = [d / "u.data", d / "u.item", d / "u.genre", d / "u.user"]
     _require(paths)
-    ds = _ratings_dataset(name or d.name, data, "\t")
+    ds = ratings_dataset(name or d.name, data, "\t")
     _attach_items(ds, _ml100k_items(item, _ml100k_genres(genre)))
     _attach_users(ds, _ml100k_users(user))
     ds.fingerprint = fingerprint_files(paths)
@@ -278,7 +188,7 @@ def load_ml1m(directory: str | Path, name: str | None = None) -> Dataset:
     d = Path(directory)
     paths = [d / "ratings.dat", d / "movies.dat"]
     _require(paths)
-    ds = _ratings_dataset(name or d.name, paths[0], "::")
+    ds = ratings_dataset(name or d.name, paths[0], "::")
     _attach_items(ds, _dat_items(paths[1]))
     if (d / "users.dat").is_file():  # ml-10m ships no user file
         paths.append(d / "users.dat")
@@ -317,7 +227,7 @@ def load_ml20m(directory: str | Path, name: str | None = None) -> Dataset:
     d = Path(directory)
     paths = [d / "ratings.csv", d / "movies.csv"]
     _require(paths)
-    ds = _ratings_dataset(name or d.name, paths[0], ",")
+    ds = ratings_dataset(name or d.name, paths[0], ",")
     _attach_items(ds, _csv_items(paths[1]))
     ds.fingerprint = fingerprint_files(paths)
     return ds

@@ -1,6 +1,6 @@
 """Training loops for the retrieval and ranking models."""
 
-from models.train.ranker import RankerTrainConfig, train_ranker
+from models.train.item_scorer import RankerTrainConfig, train_ranker
 from models.train.samples import TrainingSamples, build_samples
 from models.train.two_tower import TwoTowerTrainConfig, in_batch_softmax_loss, train_two_tower
 

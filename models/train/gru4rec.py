@@ -17,13 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from models.gru4rec import GRU4Rec
-from models.train.loop import setup
+from models.nets.gru4rec import GRU4Rec
+from models.train.job import TrainJob
+from models.train.loop import epoch_progress, report_epoch, setup
 
 
 @dataclass
@@ -127,39 +128,50 @@ def train_gru4rec(model: GRU4Rec, split_train: list[np.ndarray], cfg: GRU4RecTra
         total, count = 0.0, 0
         h: torch.Tensor | None = None
         batches = session_parallel_batches(split_train, cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"gru4rec epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for inputs_np, targets_np, reset_np in bar:
-            inputs = torch.from_numpy(inputs_np).to(device)  # (B,), -1 = inactive slot
-            targets = torch.from_numpy(targets_np).to(device)  # (B,)
-            reset = torch.from_numpy(reset_np).to(device)  # (B,) bool
-            act = inputs >= 0  # (B,)
-            if h is None:
-                h = model.init_hidden(inputs.shape[0])
-            # Zero the state of slots starting a new sequence; detach = 1-step truncated BPTT.
-            h = h.detach().masked_fill(reset.view(1, -1, 1), 0.0)  # (n_layers, B, H)
-            out, h = model.step(inputs.masked_fill(~act, n_items), h)  # (B, d)
-            out, tgt = out[act], targets[act]  # (A, d), (A,) active slots only
-            # Candidates: the A in-batch targets, then n_negatives uniform items (shared).
-            extra = torch.from_numpy(rng.integers(0, n_items, cfg.n_negatives)).to(device)
-            cand = torch.cat([tgt, extra])  # (A + K,)
-            scores = out @ model.item_vectors()[cand].T  # (A, A + K)
-            pos = scores.diagonal()  # (A,) r_i = score of row i's own target
-            # Negatives: every candidate that is not row i's target item (this drops the
-            # diagonal and any duplicate of the target among other slots / samples).
-            neg_mask = cand.unsqueeze(0) != tgt.unsqueeze(1)  # (A, A + K)
-            if cfg.loss == "bpr-max":
-                loss = bpr_max_loss(pos, scores, neg_mask, cfg.bpreg)
-            else:
-                loss = top1_max_loss(pos, scores, neg_mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(tgt)
-            count += len(tgt)
+        with epoch_progress(f"gru4rec epoch {epoch + 1}/{cfg.epochs}", None,
+                            progress) as advance:
+            for inputs_np, targets_np, reset_np in batches:
+                inputs = torch.from_numpy(inputs_np).to(device)  # (B,), -1 = inactive slot
+                targets = torch.from_numpy(targets_np).to(device)  # (B,)
+                reset = torch.from_numpy(reset_np).to(device)  # (B,) bool
+                act = inputs >= 0  # (B,)
+                if h is None:
+                    h = model.init_hidden(inputs.shape[0])
+                # Zero the state of slots starting a new sequence; detach = 1-step truncated BPTT.
+                h = h.detach().masked_fill(reset.view(1, -1, 1), 0.0)  # (n_layers, B, H)
+                out, h = model.step(inputs.masked_fill(~act, n_items), h)  # (B, d)
+                out, tgt = out[act], targets[act]  # (A, d), (A,) active slots only
+                # Candidates: the A in-batch targets, then n_negatives uniform items (shared).
+                extra = torch.from_numpy(rng.integers(0, n_items, cfg.n_negatives)).to(device)
+                cand = torch.cat([tgt, extra])  # (A + K,)
+                scores = out @ model.item_vectors()[cand].T  # (A, A + K)
+                pos = scores.diagonal()  # (A,) r_i = score of row i's own target
+                # Negatives: every candidate that is not row i's target item (this drops the
+                # diagonal and any duplicate of the target among other slots / samples).
+                neg_mask = cand.unsqueeze(0) != tgt.unsqueeze(1)  # (A, A + K)
+                if cfg.loss == "bpr-max":
+                    loss = bpr_max_loss(pos, scores, neg_mask, cfg.bpreg)
+                else:
+                    loss = top1_max_loss(pos, scores, neg_mask)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(tgt)
+                count += len(tgt)
+                advance(f"loss {loss.item():.4f}")
         losses.append(total / max(count, 1))
-        if progress:
-            tqdm.write(f"gru4rec epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f} "
-                       f"({time.perf_counter() - t0:.1f}s)")
+        report_epoch("gru4rec", epoch, cfg.epochs, losses[-1], t0, progress)
     model.eval()
     return losses
+
+
+# The name the build's generic retriever step reads (``models.registry``).
+TrainConfig = GRU4RecTrainConfig
+
+
+def fit(job: TrainJob, model: GRU4Rec, params: dict[str, Any]
+        ) -> tuple[GRU4RecTrainConfig, list[float]]:
+    """The build's entry point: ``params`` = the profile's training options."""
+    cfg = GRU4RecTrainConfig(seed=job.seed, **params)
+    return cfg, train_gru4rec(model, job.split.train, cfg, progress=job.progress,
+                              on_epoch=job.on_epoch)

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.features import pad_histories
-from models.hstu_retrieval import HSTURetrieval
+from models.nets.features import pad_histories
+from models.nets.hstu_retrieval import HSTURetrieval
+from models.train.job import TrainJob
 from models.train.loop import run_epochs, setup
 
 
@@ -126,3 +128,17 @@ def train_hstu_retrieval(model: HSTURetrieval, split_train: list[np.ndarray], n_
 
     return run_epochs(model, len(users), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
                       rng, batch_loss, "hstu_retrieval", progress=progress, on_epoch=on_epoch)
+
+
+# The name the build's generic retriever step reads (``models.registry``).
+TrainConfig = HSTURetrievalTrainConfig
+
+
+def fit(job: TrainJob, model: HSTURetrieval, params: dict[str, Any]
+        ) -> tuple[HSTURetrievalTrainConfig, list[float]]:
+    """The build's entry point: ``params`` = the profile's training options; timestamps feed
+    the time buckets where the dataset has them."""
+    cfg = HSTURetrievalTrainConfig(seed=job.seed, **params)
+    return cfg, train_hstu_retrieval(model, job.split.train, job.ds.n_items, cfg,
+                                     timestamps=job.ds.timestamps, progress=job.progress,
+                                     on_epoch=job.on_epoch)

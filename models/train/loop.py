@@ -1,17 +1,39 @@
-"""The minibatch loop every trainer shares: shuffle, score a batch, Adam step, progress."""
+"""The minibatch loop most trainers share (shuffle, score a batch, Adam step), and the progress
+display every trainer uses (rich, as the CLI does)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import Progress
 from torch import nn
-from tqdm.auto import tqdm
 
 # (row indices of the batch) -> loss, or None to skip the batch.
 BatchLoss = Callable[[np.ndarray], torch.Tensor | None]
+_console = Console(stderr=True)
+
+
+@contextmanager
+def epoch_progress(description: str, total: int | None, enabled: bool
+                   ) -> Iterator[Callable[[str], None]]:
+    """A transient bar for one epoch; yields ``advance(loss text)``, called once per batch."""
+    with Progress(*Progress.get_default_columns(), "{task.fields[loss]}", console=_console,
+                  transient=True, disable=not enabled) as bar:
+        task = bar.add_task(description, total=total, loss="")
+        yield lambda loss: bar.update(task, advance=1, loss=loss)
+
+
+def report_epoch(name: str, epoch: int, epochs: int, loss: float, t0: float,
+                 enabled: bool) -> None:
+    """One line per finished epoch: mean loss and elapsed seconds."""
+    if enabled:
+        _console.print(f"{name} epoch {epoch + 1}/{epochs}: loss {loss:.4f} "
+                       f"({time.perf_counter() - t0:.1f}s)")
 
 
 def setup(seed: int, num_threads: int | None) -> np.random.Generator:
@@ -49,22 +71,20 @@ def run_epochs(
             model.train()  # the hook may have evaluated the model
         order = rng.permutation(n_rows)
         total, count = 0.0, 0
-        bar = tqdm(range(n_batches), desc=f"{name} epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False)
-        for b in bar:
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            loss = batch_loss(idx)
-            if loss is None:
-                continue
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        with epoch_progress(f"{name} epoch {epoch + 1}/{epochs}", n_batches,
+                            progress) as advance:
+            for b in range(n_batches):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                loss = batch_loss(idx)
+                if loss is None:
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+                advance(f"loss {loss.item():.4f}")
         losses.append(total / max(count, 1))
-        if progress:
-            tqdm.write(f"{name} epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} "
-                       f"({time.perf_counter() - t0:.1f}s)")
+        report_epoch(name, epoch, epochs, losses[-1], t0, progress)
     model.eval()
     return losses

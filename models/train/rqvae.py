@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.rqvae import RQVAE, nearest_code
+from models.nets.rqvae import RQVAE, nearest_code
 from models.train.loop import run_epochs, setup
 
 

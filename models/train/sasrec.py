@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.features import pad_histories
-from models.sasrec import SASRec
+from models.nets.features import pad_histories
+from models.nets.sasrec import SASRec
+from models.train.job import TrainJob
 from models.train.loop import run_epochs, setup
 from models.train.samples import consumed_keys, sample_negatives
 
@@ -75,3 +77,15 @@ def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
 
     return run_epochs(model, len(users), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
                       rng, batch_loss, "sasrec", progress=progress, on_epoch=on_epoch)
+
+
+# The name the build's generic retriever step reads (``models.registry``).
+TrainConfig = SASRecTrainConfig
+
+
+def fit(job: TrainJob, model: SASRec, params: dict[str, Any]
+        ) -> tuple[SASRecTrainConfig, list[float]]:
+    """The build's entry point: ``params`` = the profile's training options."""
+    cfg = SASRecTrainConfig(seed=job.seed, **params)
+    return cfg, train_sasrec(model, job.split.train, job.ds.n_items, cfg,
+                             progress=job.progress, on_epoch=job.on_epoch)

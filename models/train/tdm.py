@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from index.tdm_tree import TDMTree, beam_search, build_tree
-from models.tdm import TDMScorer, node_score_fn
+from index.tdm_tree import TDMTree, beam_search
+from index.tdm_tree_build import build_tree
+from models.nets.tdm import TDMScorer, node_score_fn
 from models.train.loop import run_epochs, setup
 from models.train.samples import build_samples
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from index.semantic_ids import SemanticIds
-from models.tiger import ANONYMOUS_BUCKET, TIGER, user_bucket
+from models.nets.tiger import ANONYMOUS_BUCKET, TIGER, user_bucket
 from models.train.loop import run_epochs, setup
 
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from models.data.dataset import Split
+from models.nets.two_tower import TwoTower
 from models.train.loop import run_epochs, setup
 from models.train.samples import build_samples, item_frequencies
-from models.two_tower import TwoTower
 
 
 @dataclass

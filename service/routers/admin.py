@@ -8,7 +8,8 @@ from fastapi import APIRouter
 
 from service.deps import ExposuresDep, RequireAdmin, StateDep
 from service.errors import InvalidFieldError, json_safe
-from service.experiments import Experiment, ExperimentConfigError, ExposureLog
+from service.experiments import Experiment, ExperimentConfigError
+from service.exposures import ExposureLog
 from service.schemas import ArmOut, ExperimentOut, SharesIn
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[RequireAdmin])

@@ -17,8 +17,8 @@ from service.deps import (
     StoreDep,
 )
 from service.experiments import resolve
-from service.pipeline.context import build_context
 from service.schemas import RecommendRequest, RecommendResponse, ScoredItem, Stage
+from service.user_context import build_context
 
 router = APIRouter(tags=["recommend"])
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter
 
 from service.deps import ComponentsDep, RuntimeDep, StoreDep
 from service.errors import InvalidFieldError
-from service.pipeline.context import build_context, resolve_items
 from service.schemas import (
     RankRequest,
     RankResponse,
@@ -20,6 +19,7 @@ from service.schemas import (
     RerankResponse,
     ScoredItem,
 )
+from service.user_context import build_context, resolve_items
 
 router = APIRouter(tags=["stages"])
 

@@ -1,0 +1,180 @@
+"""The `genrec` command: build, eval, serve. It sits above every layer (it may import the web
+layer to serve); component and method names in its help come from ``models.registry``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from models.registry import COMPONENTS, PATHS, RECALL, names
+from service.config import REPO_ROOT
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="genrec: train, evaluate and serve recommendation models.")
+console = Console()
+
+DatasetOpt = Annotated[str, typer.Option(help="bundled name (ml-100k, beauty) or a path")]
+ArtifactsOpt = Annotated[
+    Path | None, typer.Option(help="artifacts directory [default: artifacts/<dataset name>]")
+]
+
+
+def _default_artifacts(dataset: str) -> Path:
+    name = Path(dataset.rstrip("/")).stem if ("/" in dataset or "." in dataset) else dataset
+    return REPO_ROOT / "artifacts" / name
+
+
+def _fail(exc: Exception) -> NoReturn:
+    # The message quotes file contents and paths: escape it, or a token such as "[/x]" is read
+    # as Rich markup and the error report itself dies with a MarkupError traceback. No wrapping,
+    # so a long path stays one copyable string.
+    console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+@app.command()
+def build(
+    dataset: DatasetOpt = "ml-100k",
+    artifacts: ArtifactsOpt = None,
+    profile: Annotated[str, typer.Option(
+        help="default, tiny (tests) or full (every training sample; meant for a GPU)")
+    ] = "default",
+    seed: int = 0,
+    evaluate: Annotated[bool, typer.Option(help="run `genrec eval` afterwards")] = True,
+    device: Annotated[str, typer.Option(
+        help="torch device for the generative models' training, e.g. cuda")] = "cpu",
+    only: Annotated[str, typer.Option(
+        help="retrain only these comma-separated components in existing artifacts, e.g. "
+             f"tiger,sasrec ({', '.join(c.name for c in COMPONENTS if not c.always)})")] = "",
+) -> None:
+    """Train the cascade models on DATASET and export them to an artifacts directory."""
+    from models.build.main import build as run_build
+    from models.data import DataFormatError
+
+    out = artifacts or _default_artifacts(dataset)
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        _fail(ValueError(f"--device: {exc}"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        _fail(ValueError("--device cuda: no CUDA device is available on this machine"))
+    try:
+        chosen = [c.strip() for c in only.split(",") if c.strip()] or None
+        run_build(dataset, out, profile=profile, seed=seed, console=console, device=device,
+                  only=chosen)
+    except (DataFormatError, ValueError) as exc:
+        _fail(exc)
+    if evaluate:
+        eval_(dataset=dataset, artifacts=out)
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[str | None, typer.Option(
+        help="dataset to evaluate on [default: the one the artifacts were built from]")] = None,
+    artifacts: ArtifactsOpt = None,
+    stage: Annotated[str, typer.Option(help="test or valid")] = "test",
+    models: Annotated[str, typer.Option(
+        "--models", "--methods",
+        help=f"comma-separated, from: {','.join((*names(RECALL), *PATHS))} "
+             "[default: every one the artifacts serve]")
+    ] = "",
+) -> None:
+    """Full-ranking HR/NDCG at 5, 10 and 50 per recall source and for both paths."""
+    import torch
+
+    from models.artifacts.manifest import read_manifest, update_metrics
+    from models.data import DataFormatError, leave_one_out, load_dataset
+    from models.engine.core.runtime import Runtime
+    from models.evaluate.offline import evaluate
+    from service.config import Settings
+
+    out = artifacts or _default_artifacts(dataset or "ml-100k")
+    if stage not in ("test", "valid"):  # checked first: it needs no I/O
+        _fail(ValueError("--stage must be test or valid"))
+    try:
+        settings = Settings()  # the GENREC_* values the service runs with
+    except ValueError as exc:
+        _fail(exc)
+    manifest_path = out / "manifest.json"
+    try:
+        manifest = read_manifest(out)
+        source, fingerprint = manifest["dataset"]["source"], manifest["dataset"]["fingerprint"]
+    except FileNotFoundError as exc:
+        _fail(exc)
+    except KeyError as exc:
+        _fail(ValueError(f"{manifest_path}: malformed manifest, missing key {exc}"))
+    except (ValueError, TypeError) as exc:
+        # orjson's JSONDecodeError (a ValueError) gives the line and column but not the file.
+        _fail(ValueError(f"{manifest_path}: malformed manifest: {exc}"))
+    try:
+        ds = load_dataset(dataset or source)
+    except DataFormatError as exc:
+        _fail(exc)
+    if ds.fingerprint != fingerprint:
+        _fail(ValueError(f"{out} was built from other data than {ds.name}; rebuild it"))
+    try:
+        rt = Runtime.load(out)
+    except Exception as exc:  # a missing or corrupt weight/index file, whatever the library
+        _fail(ValueError(f"{out}: cannot load the artifacts ({type(exc).__name__}: {exc}); "
+                         "rebuild them with `genrec build`"))
+    try:
+        # One intra-op thread, as served (service/loader.py): torch's default thread pool on
+        # per-user batches this small is slower, pathologically so on a busy machine.
+        torch.set_num_threads(settings.torch_threads)
+        chosen = [m.strip() for m in models.split(",") if m.strip()] or None
+        results = evaluate(rt, leave_one_out(ds), chosen,
+                           stage=stage, settings=settings, timestamps=ds.timestamps)
+    except ValueError as exc:
+        _fail(exc)
+    update_metrics(out, stage, results)
+    first = next(iter(results.values()))
+    table = Table(title=f"{ds.name}, {stage} split, full ranking ({int(first['users'])} users)")
+    cols = [c for c in first if c != "users"]
+    table.add_column("method")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for m, row in results.items():
+        table.add_row(m, *(f"{row[c]:.4f}" for c in cols))
+    console.print(table)
+
+
+@app.command()
+def serve(
+    dataset: DatasetOpt = "ml-100k",
+    artifacts: ArtifactsOpt = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    build_missing: Annotated[bool, typer.Option("--build/--no-build",
+                                                help="build missing artifacts first")] = True,
+) -> None:
+    """Serve the API (embedded store unless GENREC_REDIS_URL is set)."""
+    import uvicorn
+
+    from models.artifacts.manifest import artifacts_complete
+    from service.app import create_app
+    from service.config import Settings
+
+    out = artifacts or _default_artifacts(dataset)
+    try:
+        # Validated before any build, so a bad --port or GENREC_* variable fails in seconds.
+        settings = Settings(dataset=dataset, artifacts_dir=out, host=host, port=port)
+    except ValueError as exc:  # pydantic's ValidationError names the field
+        _fail(exc)
+    if not artifacts_complete(out):
+        if not build_missing:
+            _fail(FileNotFoundError(f"no artifacts in {out}; run `genrec build` first"))
+        console.print(f"no artifacts in {out}: building them from {dataset}")
+        build(dataset=dataset, artifacts=out, profile="default", seed=0, evaluate=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,107 @@
+"""Model and training sizes for `genrec build --profile NAME`, as data: per profile, per setting
+group, the values that differ from the code's defaults. ``models/build/profiles.py`` checks
+every group and value against what it configures.
+
+"default" is what `genrec build` ships (sized for a 2-core CPU); "tiny" keeps tests fast;
+"full" trains the generative models and the sequential retrievers on every sample, for a GPU
+(`genrec build --profile full --device cuda`). Values chosen on the validation split say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Model and training sizes. "default" is what `genrec build` ships; "tiny" keeps tests fast.
+VALUES: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {
+        "two_tower": {},
+        "two_tower_train": {},
+        "deepfm": {},
+        "din": {},
+        "ranker_train": {},
+        # Chosen on the validation split by benchmarks/tune_itemcf.py (ml-100k).
+        "itemcf": {"top_n": 50},
+        "itemcf_scoring": {"recent": 10, "decay": 0.8},
+        "popularity": {"window_days": 30.0},
+        "hnsw": {"m": 32, "ef_construction": 200},
+        "semantic_ids": {"source": "auto"},
+        "rqvae": {},
+        "rqvae_train": {},
+        # TIGER reads the last 20 items, as in the paper. On a CPU an epoch is a random
+        # subset of the ~97k ml-100k samples (see models/train/tiger.py); `genrec retrain`
+        # trains on every sample on a GPU.
+        # CPU budget (~3 min on 2 cores), chosen on the validation split: a 64-wide model seeing
+        # 8,192 samples per epoch in batches of 64 beat the 128-wide one seeing 4,096 in
+        # batches of 256 (semantic_id HR@10 0.115 vs 0.072).
+        "tiger": {"max_history": 20, "dim": 64, "ff_dim": 256},
+        "tiger_train": {"epochs": 10, "samples_per_epoch": 8192, "batch_size": 64, "lr": 3e-3},
+        "hstu": {},
+        "hstu_train": {},
+        # Sequential retrievers (models/build_retrieval.py); max_len "auto" = 200 for long
+        # MovieLens histories, 50 for short Amazon ones, as in the papers.
+        # Chosen on the validation split (benchmarks/tune_sequential.py, docs/benchmarks.md):
+        # SASRec with softmax over the catalog and dropout 0.5 beat the paper's BCE on both
+        # datasets; HSTU dropout 0.5 beat 0.2 on Beauty. "select_every": validate every N
+        # epochs and keep the best epoch's weights (models/build_retrieval.py).
+        "sasrec": {"dim": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.5, "max_len": "auto"},
+        # CPU budgets (~1-2.5 min each on 2 cores for ml-100k: a SASRec epoch over 200-item
+        # histories takes ~9 s there); `full` trains far longer.
+        "sasrec_train": {"epochs": 15, "batch_size": 128, "lr": 1e-3, "loss": "softmax",
+                         "select_every": 5},
+        "gru4rec": {"dim": 64, "hidden": 100},
+        "gru4rec_train": {"epochs": 4, "batch_size": 64, "lr": 3e-3, "select_every": 1},
+        "hstu_retrieval": {"max_len": "auto", "dropout": 0.5},
+        "hstu_retrieval_train": {"epochs": 8, "select_every": 4},
+        # TDM (models/build_tdm.py): binary tree as in the paper; beam = served default.
+        # The node scorer is the slowest model per sample on a CPU (every level's positive and
+        # negatives attend over the history): 20 items of history, 4 negatives per level.
+        "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 0, "max_history": 20},
+        "tdm_train": {"epochs": 1, "samples_per_epoch": 20_000, "negatives_per_level": 4},
+    },
+    "tiny": {
+        "two_tower": {"item_dim": 8, "hidden_dim": 32, "out_dim": 16, "max_history": 20},
+        "two_tower_train": {"epochs": 1, "batch_size": 512},
+        "deepfm": {"embed_dim": 4, "hidden_dims": [16], "max_history": 20},
+        "din": {"item_dim": 4, "attention_hidden": [8], "hidden_dims": [16], "max_history": 20},
+        "ranker_train": {"epochs": 1, "batch_size": 1024},
+        "itemcf": {"top_n": 20},
+        "itemcf_scoring": {"recent": 10, "decay": 0.8},
+        "popularity": {"window_days": 30.0},
+        "hnsw": {"m": 16, "ef_construction": 64},
+        "semantic_ids": {"source": "auto"},
+        "rqvae": {"hidden": (64,), "code_dim": 8, "codebook_size": 16, "kmeans_iters": 5},
+        "rqvae_train": {"epochs": 30, "batch_size": 512},
+        "tiger": {"dim": 16, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "ff_dim": 32,
+                  "max_history": 10},
+        "tiger_train": {"epochs": 1, "samples_per_epoch": 256},
+        "hstu": {"dim": 16, "n_layers": 1, "qk_dim": 8, "v_dim": 8, "max_history": 20,
+                 "head_hidden": 16},
+        "hstu_train": {"epochs": 1, "recent_per_user": 2, "sample_frac": 0.0},
+        "sasrec": {"dim": 8, "n_layers": 1, "n_heads": 1, "max_len": 20},
+        "sasrec_train": {"epochs": 2, "batch_size": 256, "select_every": 1},
+        "gru4rec": {"dim": 8, "hidden": 8},
+        "gru4rec_train": {"epochs": 1, "batch_size": 256, "n_negatives": 16},
+        "hstu_retrieval": {"dim": 8, "n_layers": 1, "qk_dim": 4, "v_dim": 4, "max_len": 20},
+        "hstu_retrieval_train": {"epochs": 1, "batch_size": 256, "n_negatives": 16},
+        "tdm": {"branching": 4, "beam": 20, "jtm_rounds": 1, "attention_hidden": (8,),
+                "hidden": (16,), "max_history": 20},
+        "tdm_train": {"epochs": 1, "samples_per_epoch": 2048, "batch_size": 256},
+    },
+}
+
+# "full": the default models trained on every sample, for a GPU (`genrec build --profile full
+# --device cuda`); the CPU default subsamples TIGER's and HSTU's training positions per epoch.
+VALUES["full"] = {
+    **VALUES["default"],
+    "tiger": {"max_history": 20},  # 128 wide, 2 + 2 layers
+    "tiger_train": {"epochs": 30, "samples_per_epoch": None, "batch_size": 512,
+                    "num_threads": None},
+    "hstu_train": {"epochs": 10, "sample_frac": 1.0, "batch_size": 256, "num_threads": None},
+    "sasrec_train": {"epochs": 200, "batch_size": 128, "lr": 1e-3, "loss": "softmax",
+                     "select_every": 10, "num_threads": None},
+    "gru4rec_train": {"epochs": 12, "batch_size": 64, "lr": 3e-3, "select_every": 1,
+                      "num_threads": None},
+    "hstu_retrieval_train": {"epochs": 150, "select_every": 10, "num_threads": None},
+    "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 1, "max_history": 50},
+    "tdm_train": {"epochs": 5, "batch_size": 512, "num_threads": None},
+}

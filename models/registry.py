@@ -1,0 +1,158 @@
+"""The one list of what genrec builds and serves: components, net types, recall methods, rankers,
+rerankers and paths. The build, the runtime, the engine, the API schemas, evaluation and the CLI
+all read these tables; nothing else spells a component, a method or an artifact file name.
+
+Entries name their code as ``"module:attribute"`` strings, resolved on first use
+(``resolve``): this module imports nothing of genrec, so every layer can read it, and the server
+never imports a trainer because a table names one.
+
+Adding a trained recall source (see docs/architecture.md) touches three files: its net
+(``models/nets/``), its trainer (``models/train/``) and one entry in each table below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Net:
+    """A model type a checkpoint can hold: ``{stem}.json`` says ``"type": key``."""
+
+    key: str
+    config: str  # "module:ConfigDataclass"
+    module: str  # "module:nn.Module", built as Module(config)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One unit of `genrec build`: it writes ``files`` into the artifacts directory;
+    `genrec build --only NAME` retrains it (and whatever ``needs`` it)."""
+
+    name: str
+    files: tuple[str, ...]
+    build: str  # "module:function", called as function(job, component) -> report dict
+    needs: tuple[str, ...] = ()  # components whose output it trains on
+    always: bool = False  # refitted on every build, partial ones included (seconds)
+    optional: bool = False  # older artifact formats lack it; the runtime skips it then
+    net: str | None = None  # the Net key a generic builder trains
+    trainer: str | None = None  # "module" exposing fit(job, model, params) for that builder
+    aliases: tuple[str, ...] = ()  # earlier names, still accepted by --only
+
+    @property
+    def key(self) -> str:
+        """Its entries' key in ``manifest.json`` (configs, train_seconds): the stem of its
+        first file, as artifact format 3 has it (``hstu`` for the HSTU ranker)."""
+        return self.files[0].split(".")[0]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A recall method, a ranker or a reranker as the API, arms and `genrec eval` name it."""
+
+    name: str
+    make: str  # "module:function", called as function(runtime, settings, name) -> stage
+    needs: tuple[str, ...] = ()  # components whose artifacts it serves from
+    aliases: tuple[str, ...] = ()  # earlier names, still accepted everywhere
+
+
+_SEQ = "models.build.retrieval:build_retriever"
+_SEQ_SOURCE = "models.engine.recall.sequential:make"
+
+NETS: tuple[Net, ...] = tuple(
+    Net(key, f"models.nets.{mod}:{cfg}", f"models.nets.{mod}:{cls}") for key, mod, cfg, cls in (
+        ("two_tower", "two_tower", "TwoTowerConfig", "TwoTower"),
+        ("deepfm", "deepfm", "DeepFMConfig", "DeepFM"),
+        ("din", "din", "DINConfig", "DIN"),
+        ("hstu", "hstu_ranker", "HSTURankerConfig", "HSTURanker"),
+        ("rqvae", "rqvae", "RQVAEConfig", "RQVAE"),
+        ("tiger", "tiger", "TigerConfig", "TIGER"),
+        ("gru4rec", "gru4rec", "GRU4RecConfig", "GRU4Rec"),
+        ("sasrec", "sasrec", "SASRecConfig", "SASRec"),
+        ("hstu_retrieval", "hstu_retrieval", "HSTURetrievalConfig", "HSTURetrieval"),
+        ("tdm", "tdm", "TDMConfig", "TDMScorer"),
+    ))
+
+# In build order: a component comes after those it ``needs``.
+COMPONENTS: tuple[Component, ...] = (
+    Component("popularity", ("popularity.safetensors",),
+              "models.build.classic:build_popularity", always=True),
+    Component("itemcf", ("itemcf.safetensors",), "models.build.classic:build_itemcf",
+              always=True),
+    Component("two_tower", ("two_tower.safetensors", "two_tower.json",
+                            "item_embeddings.safetensors", "two_tower_items.faiss"),
+              "models.build.classic:build_two_tower"),
+    Component("semantic_ids", ("semantic_ids.safetensors", "rqvae.safetensors", "rqvae.json"),
+              "models.build.generative:build_semantic_ids", needs=("two_tower",)),
+    Component("tiger", ("tiger.safetensors", "tiger.json"),
+              "models.build.generative:build_tiger", needs=("semantic_ids",)),
+    # File stem "hstu": the artifact format predates the name hstu_ranker.
+    Component("hstu_ranker", ("hstu.safetensors", "hstu.json"),
+              "models.build.generative:build_hstu_ranker", aliases=("hstu",)),
+    Component("gru4rec", ("gru4rec.safetensors", "gru4rec.json", "gru4rec_items.faiss"),
+              _SEQ, optional=True, net="gru4rec", trainer="models.train.gru4rec"),
+    Component("sasrec", ("sasrec.safetensors", "sasrec.json", "sasrec_items.faiss"),
+              _SEQ, optional=True, net="sasrec", trainer="models.train.sasrec"),
+    Component("hstu_retrieval", ("hstu_retrieval.safetensors", "hstu_retrieval.json",
+                                 "hstu_retrieval_items.faiss"),
+              _SEQ, optional=True, net="hstu_retrieval", trainer="models.train.hstu_retrieval"),
+    Component("tdm", ("tdm.safetensors", "tdm.json", "tdm_tree.safetensors"),
+              "models.build.tdm:build_tdm", needs=("two_tower",), optional=True),
+    Component("deepfm", ("deepfm.safetensors", "deepfm.json"),
+              "models.build.classic:build_ranker"),
+    Component("din", ("din.safetensors", "din.json"), "models.build.classic:build_ranker"),
+)
+
+# Recall methods: ``POST /recall`` ``method``, an arm's ``params.recall`` keys, eval rows.
+RECALL: tuple[Stage, ...] = (
+    Stage("popular", "models.engine.recall.popular:make", ("popularity",)),
+    Stage("itemcf", "models.engine.recall.itemcf:make", ("itemcf",)),
+    Stage("ann", "models.engine.recall.ann:make", ("two_tower",)),
+    Stage("gru4rec", _SEQ_SOURCE, ("gru4rec",)),
+    Stage("sasrec", _SEQ_SOURCE, ("sasrec",)),
+    Stage("hstu_retrieval", _SEQ_SOURCE, ("hstu_retrieval",), aliases=("hstu",)),
+    Stage("tdm", "models.engine.recall.tdm:make", ("tdm",)),
+    Stage("semantic_id", "models.engine.recall.semantic_id:make", ("semantic_ids", "tiger")),
+)
+
+# Rankers: ``POST /rank`` ``model``; din and deepfm can rank the cascade (GENREC_RANKER).
+RANKERS: tuple[Stage, ...] = (
+    Stage("din", "models.engine.rank.item_scorer:make", ("din",)),
+    Stage("deepfm", "models.engine.rank.item_scorer:make", ("deepfm",)),
+    Stage("hstu_ranker", "models.engine.rank.hstu:make", ("hstu_ranker",), aliases=("hstu",)),
+)
+
+RERANKERS: tuple[str, ...] = ("mmr", "dpp")
+PATHS: tuple[str, ...] = ("cascade", "generative")
+
+
+def resolve(ref: str) -> Any:
+    """``"package.module:attribute"`` -> the attribute, importing the module on first use."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def component(name: str) -> Component:
+    """The component called ``name`` or one of its aliases; KeyError names the choices."""
+    for c in COMPONENTS:
+        if name == c.name or name in c.aliases:
+            return c
+    raise KeyError(f"unknown component {name!r}; choose from {', '.join(names(COMPONENTS))}")
+
+
+def names(entries: tuple[Component, ...] | tuple[Stage, ...], aliases: bool = False
+          ) -> tuple[str, ...]:
+    """Canonical names in table order, then (``aliases``) every earlier name."""
+    out = tuple(e.name for e in entries)
+    return out + tuple(a for e in entries for a in e.aliases) if aliases else out
+
+
+def canonical(entries: tuple[Stage, ...], name: str) -> str:
+    """The canonical name for ``name`` (itself, or the entry it is an alias of); unknown names
+    come back unchanged, so the caller's lookup reports them."""
+    for e in entries:
+        if name in e.aliases:
+            return e.name
+    return name
