@@ -31,6 +31,7 @@ def artifacts(tiny_artifacts: Path, tmp_path: Path) -> Path:
 def test_dependents_follow_what_they_were_trained_on() -> None:
     assert with_dependents(["two_tower"]) == {"two_tower", "semantic_ids", "tiger", "tdm"}
     assert with_dependents(["sasrec", "din"]) == {"sasrec", "din"}
+    assert with_dependents(["hstu"]) == {"hstu_ranker"}  # the name before the rename
 
 
 def test_only_retrains_named_component_and_copies_the_rest(artifacts: Path) -> None:

@@ -1,5 +1,6 @@
 """The batched evaluator of next-item retrievers gives the same ranks as evaluating the served
-recall stage one request at a time (tiny ml-100k artifacts), and SASRec's softmax loss trains."""
+recall stage one request at a time (tiny ml-100k artifacts; user by user, up to near-equal
+scores), and SASRec's softmax loss trains."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ import torch
 
 from models.data import leave_one_out, load_dataset
 from models.engine.core.runtime import Runtime
-from models.evaluate.offline import evaluate
+from models.engine.core.settings import EngineSettings
+from models.engine.factory import build_components
+from models.evaluate.offline import eval_context, evaluate, list_functions, rank_in_list
 from models.evaluate.rank_metrics import MISS, summarize
 from models.evaluate.sequential import sequential_ranks
 from models.nets.sasrec import SASRec, SASRecConfig
 from models.train.sasrec import SASRecTrainConfig, train_sasrec
+from tests.topk import score_tol
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+DEPTH = 50  # the served lists are this long; a rank beyond them reads as a miss
 
 
 @pytest.mark.parametrize("method", ["gru4rec", "sasrec", "hstu_retrieval"])
@@ -26,13 +33,37 @@ def test_batched_ranks_equal_served_ranks(tiny_artifacts: Path, method: str) -> 
     split = leave_one_out(ds)
     rt = Runtime.load(tiny_artifacts)
     model = rt.nets[method]  # each retriever's file stem is its method name
-    ranks = sequential_ranks(model, split, "valid", ds.timestamps, batch_size=300)
-    batched = summarize(ranks, (5, 10, 50))
-    served = evaluate(rt, split, [method], stage="valid", progress=False,
+    batched = sequential_ranks(model, split, "valid", ds.timestamps, batch_size=300)
+    comp = build_components(rt, EngineSettings())
+    served_list = list_functions(comp)[method]
+    users = split.eval_users("valid").tolist()
+    targets = [int(split.valid_target[u]) for u in users]
+    contexts = [eval_context(rt, split, u, "valid", ds.timestamps) for u in users]
+    served = np.array([rank_in_list(served_list(ctx, DEPTH), t)
+                       for ctx, t in zip(contexts, targets, strict=True)])
+    # evaluate() reports exactly these served ranks.
+    report = evaluate(rt, split, [method], stage="valid", progress=False,
                       timestamps=ds.timestamps)[method]
-    for key, value in batched.items():
-        # Float32 matrix products in another order can swap near-tied items: allow 1 user.
-        assert abs(served[key] - value) <= 1.0 / len(ranks) + 1e-9, key
+    assert report == {**summarize(served, (5, 10, 50)), "users": float(len(users))}
+    # Per user the same rank, except that float32 products summed in another order (a batch
+    # of 300 users vs one query) may order a target and an item within rounding of its score
+    # either way: then both ranks must lie in the range such a tie allows.
+    with torch.inference_mode():
+        items = model.item_vectors().double().numpy()  # (n_items, d)
+    differ = np.flatnonzero(np.minimum(batched, DEPTH) != np.minimum(served, DEPTH))
+    for row in differ.tolist():
+        ctx, target = contexts[row], targets[row]
+        assert target not in ctx.blocked  # a consumed target is a miss both ways
+        ref = items @ comp.recall[method].user_vector(ctx).astype(np.float64)  # (n_items,)
+        tol = score_tol(ref)
+        others = np.ones(len(ref), dtype=bool)
+        others[list(ctx.blocked)] = False
+        others[target] = False
+        best = int(np.sum(ref[others] > ref[target] + tol))  # rank if every near-tie wins
+        worst = int(np.sum(ref[others] >= ref[target] - tol))  # rank if every near-tie loses
+        for rank in (batched[row], served[row]):
+            assert min(best, DEPTH) <= min(rank, DEPTH) <= min(worst, DEPTH), (
+                users[row], batched[row], served[row], best, worst)
 
 
 def test_consumed_target_is_a_miss_and_ties_count_against() -> None:
@@ -91,9 +122,11 @@ def test_epoch_selector_keeps_best_validation_weights() -> None:
     report = sel.restore(cfg.epochs)
     checks = report["validation"]
     assert [c["epoch"] for c in checks] == [1, 2, 3]
-    best = max(checks, key=lambda c: c["valid_ndcg@10"])
-    assert report["selected_epoch"] == best["epoch"]
+    # The selected epoch has the best figure; which of two epochs that tie on the reported
+    # (rounded) figure gets selected is not part of the promise.
+    selected = next(c for c in checks if c["epoch"] == report["selected_epoch"])
+    assert selected["valid_ndcg@10"] == max(c["valid_ndcg@10"] for c in checks)
     # The restored weights are the selected epoch's: validation gives its figure again.
     again = summarize(sequential_ranks(model, split, "valid", ds.timestamps), (10,))
-    assert abs(again["NDCG@10"] - best["valid_ndcg@10"]) < 1e-4
+    assert abs(again["NDCG@10"] - selected["valid_ndcg@10"]) < 1e-4
     assert not model.training

@@ -22,6 +22,7 @@ from models.train.tdm import (
     relearn_tree,
     train_tdm,
 )
+from tests.topk import assert_top_k, score_tol
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -227,10 +228,14 @@ def test_trained_scorer_full_beam_is_brute_force(trained) -> None:
     model, tree, _ = trained
     history = np.array([5, 28, 15])
     fn = node_score_fn(model, history)
+    leaf = np.asarray(fn(tree.item_node), dtype=np.float64)  # (N_ITEMS,) every item's score
     for blk in (None, set(history.tolist()) | {11, 12}):
         items, s = beam_search(tree, fn, 6, N_ITEMS, blocked=blk)
-        ref_items, ref_s = brute_force(tree, fn, 6, blocked=blk)
-        assert np.array_equal(items, ref_items) and np.allclose(s, ref_s)
+        _, ref_s = brute_force(tree, fn, 6, blocked=blk)
+        assert np.allclose(s, ref_s)
+        # The scorer sees other batches of nodes in each search, so two items whose trained
+        # scores are within float rounding may swap; apart from that, the brute-force top 6.
+        assert_top_k(items, leaf, 6, score_tol(leaf), blk or ())
 
 
 def test_scorer_shapes_padding_and_score_nodes(trained) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from models.data.dataset import Split
+from models.engine.core.runtime import DEFAULT_HISTORY, history_length
 from models.evaluate.rank_metrics import summarize, target_ranks
 from models.nets.features import pad_histories
 
@@ -40,7 +41,7 @@ def sequential_ranks(model: torch.nn.Module, split: Split, stage: str = "valid",
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    max_len = int(getattr(model.cfg, "max_len", getattr(model.cfg, "max_history", 50)))
+    max_len = int(history_length(model) or DEFAULT_HISTORY)  # as served
     timed = timestamps is not None and (
         "timestamps" in inspect.signature(model.user_vector).parameters)
     users = split.eval_users(stage)

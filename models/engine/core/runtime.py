@@ -25,6 +25,21 @@ from models.artifacts.manifest import ID_MAPS, USER_FEATURES, read_manifest
 from models.data.dataset import IdMap
 from models.registry import COMPONENTS, Component
 
+# Items of history a sequential model reads when its config declares no window (GRU4Rec):
+# served recall and the batched evaluator both feed it this many.
+DEFAULT_HISTORY = 50
+
+
+def history_length(model: torch.nn.Module) -> int | None:
+    """The history window ``model`` reads: its config's ``max_len`` or ``max_history``, else
+    ``DEFAULT_HISTORY`` for a next-item model (one with ``user_vector``); None for a model
+    that reads no history."""
+    cfg = model.cfg
+    for attr in ("max_len", "max_history"):
+        if hasattr(cfg, attr):
+            return int(getattr(cfg, attr))
+    return DEFAULT_HISTORY if hasattr(model, "user_vector") else None
+
 
 @dataclass
 class Runtime:
@@ -51,9 +66,8 @@ class Runtime:
     def max_history(self) -> int:
         """The longest history any loaded model reads: requests fetch this many recent items
         from the store, and each stage keeps its own model's tail of them."""
-        lengths = [getattr(m.cfg, attr) for m in self.nets.values()
-                   for attr in ("max_history", "max_len") if hasattr(m.cfg, attr)]
-        return int(max(lengths))
+        lengths = [n for n in map(history_length, self.nets.values()) if n is not None]
+        return max(lengths)
 
     @property
     def version(self) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from index.base import VectorIndex, search_excluding
 from models.engine.core.context import UserContext
-from models.engine.core.runtime import Runtime
+from models.engine.core.runtime import DEFAULT_HISTORY, Runtime, history_length
 from models.engine.core.settings import EngineSettings
 from models.engine.recall import empty
 from models.nets.features import pad_histories
@@ -31,8 +31,7 @@ class SequentialRecall:
         self.name = name
         self.model = model
         self.index = index
-        cfg = model.cfg
-        self.max_len = int(getattr(cfg, "max_len", getattr(cfg, "max_history", 50)))
+        self.max_len = int(history_length(model) or DEFAULT_HISTORY)
         self.timed = "timestamps" in inspect.signature(model.user_vector).parameters
 
     def user_vector(self, ctx: UserContext) -> np.ndarray:
