@@ -26,7 +26,8 @@ import torch
 from models.build.retrieval import sequence_length
 from models.data import leave_one_out, load_dataset
 from models.evaluate.sequential import sequential_metrics
-from models.registry import NETS, component, resolve
+from models.registry import component, resolve
+from models.registry import net as registry_net
 from models.train.job import TrainJob
 
 # name -> (component (models.registry), model overrides, train overrides, checkpoint epochs)
@@ -55,7 +56,7 @@ def run(name: str, dataset: str, device: str, out: Path, epochs: int | None = No
         train_over = {**train_over, "epochs": epochs}
         checkpoints = sorted({*(e for e in checkpoints if e < epochs), epochs})
     comp = component(comp_name)
-    net = next(n for n in NETS if n.key == comp.net)
+    net = registry_net(str(comp.net))
     cfg_cls = resolve(net.config)
     ds = load_dataset(dataset)
     split = leave_one_out(ds)

@@ -142,6 +142,14 @@ def component(name: str) -> Component:
     raise KeyError(f"unknown component {name!r}; choose from {', '.join(names(COMPONENTS))}")
 
 
+def net(key: str) -> Net:
+    """The net type ``key`` (a component's ``net``); KeyError names the choices."""
+    for n in NETS:
+        if n.key == key:
+            return n
+    raise KeyError(f"unknown net type {key!r}; choose from {', '.join(n.key for n in NETS)}")
+
+
 def names(entries: tuple[Component, ...] | tuple[Stage, ...], aliases: bool = False
           ) -> tuple[str, ...]:
     """Canonical names in table order, then (``aliases``) every earlier name."""

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_validator
 
 from models.build.profile_values import VALUES
-from models.registry import COMPONENTS, NETS, resolve
+from models.registry import COMPONENTS, resolve
+from models.registry import net as registry_net
 
 # Group -> "module:Target" whose keyword parameters the group fills (a dataclass: its fields).
 TARGETS: dict[str, str] = {
@@ -72,7 +73,7 @@ def _groups() -> dict[str, tuple[str, dict[str, Any]]]:
     out = {g: (ref, EXTRA.get(g, {})) for g, ref in TARGETS.items()}
     for comp in COMPONENTS:
         if comp.net and comp.trainer:
-            net = next(n for n in NETS if n.key == comp.net)
+            net = registry_net(comp.net)
             out[comp.name] = (net.config, RETRIEVER_MODEL_EXTRA)
             out[f"{comp.name}_train"] = (f"{comp.trainer}:TrainConfig", RETRIEVER_TRAIN_EXTRA)
     return out

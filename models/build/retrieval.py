@@ -27,7 +27,8 @@ from models.artifacts.checkpoint import save_model
 from models.build.job import BuildJob
 from models.build.selection import EpochSelector
 from models.data import Split
-from models.registry import NETS, Component, resolve
+from models.registry import Component, resolve
+from models.registry import net as registry_net
 
 
 def sequence_length(split: Split, requested: int | str) -> int:
@@ -57,7 +58,7 @@ def build_retriever(job: BuildJob, comp: Component) -> dict[str, Any]:
     """Build ``comp.net`` from the profile's ``{name}`` settings (``max_len`` "auto" resolved
     by ``sequence_length``), train it with ``{comp.trainer}.fit`` and the profile's
     ``{name}_train`` options, keep the best validation epoch, export; -> report."""
-    net = next(n for n in NETS if n.key == comp.net)
+    net = registry_net(str(comp.net))
     params = job.params(comp.name)
     if "max_len" in params:
         params["max_len"] = sequence_length(job.split, params["max_len"])
