@@ -103,6 +103,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component("deepfm", ("deepfm.safetensors", "deepfm.json"),
               "models.build.classic:build_ranker"),
     Component("din", ("din.safetensors", "din.json"), "models.build.classic:build_ranker"),
+    # Each path's rank fusion, fitted on validation over everything above (seconds to a
+    # minute), so it is refitted whenever any model changes.
+    Component("fusion", ("fusion.json",), "models.build.fusion:build_fusion", always=True,
+              optional=True),
 )
 
 # Recall methods: ``POST /recall`` ``method``, an arm's ``params.recall`` keys, eval rows.
@@ -125,7 +129,26 @@ RANKERS: tuple[Stage, ...] = (
 )
 
 RERANKERS: tuple[str, ...] = ("mmr", "dpp")
-PATHS: tuple[str, ...] = ("cascade", "generative")
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """A path ``/recommend`` serves: the recall sources its fusion may combine (``pool``,
+    fitted on validation at build time: ``models/evaluate/fusion_fit.py``), those it always
+    runs (``required``: the generative path's generator) and its ranker."""
+
+    name: str
+    pool: tuple[str, ...]
+    ranker: str
+    required: tuple[str, ...] = ()
+
+
+PATH_SPECS: tuple[PathSpec, ...] = (
+    PathSpec("cascade", ("ann", "itemcf", "sasrec", "gru4rec", "tdm", "popular"), "din"),
+    PathSpec("generative", ("semantic_id", "hstu_retrieval", "sasrec", "gru4rec"),
+             "hstu_ranker", required=("semantic_id",)),
+)
+PATHS: tuple[str, ...] = tuple(p.name for p in PATH_SPECS)
 
 
 def resolve(ref: str) -> Any:

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.registry import PATHS
 from service.errors import InvalidFieldError
 
-ArmPath = Literal["cascade", "generative"]
-PATHS: tuple[str, ...] = ("cascade", "generative")
+ArmPath = Literal[PATHS]  # type: ignore[valid-type]
 SHARE_TOLERANCE = 1e-9
 DEFAULT_ENV_VAR = "GENREC_EXPERIMENT_JSON"
 _HASH_SPACE = float(2**64)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from models.nets.rerank import dpp
@@ -60,7 +61,7 @@ async def test_not_ready_is_503_not_500(tmp_path: Path) -> None:
 
 
 async def test_recommend_known_user_contract(
-    client: httpx.AsyncClient, rated: dict[str, set[str]]
+    client: httpx.AsyncClient, rated: dict[str, set[str]], tiny_artifacts: Path
 ) -> None:
     # The stored history is capped at max_history (200), but all 272 of user 1's rated items
     # are consumed and must stay blocked.
@@ -75,7 +76,10 @@ async def test_recommend_known_user_contract(
     assert len(ids) == 25 and len(set(ids)) == 25
     assert not (set(ids) & consumed) and not {"50", "181"} & set(ids)
     assert body["path"] == "cascade" and body["cold_start"] is False
-    assert [s["name"] for s in body["stages"]] == ["recall", "rank", "rerank"]
+    # The ranker runs when the fitted plan gives it a weight; fusion and rerank always do.
+    plan = orjson.loads((tiny_artifacts / "fusion.json").read_bytes())["cascade"]
+    ranked = ["rank"] if plan["weights"]["ranker"] > 0 else []
+    assert [s["name"] for s in body["stages"]] == ["recall", *ranked, "fusion", "rerank"]
     assert body["stages"][0]["candidates"] >= 25
     assert all(s["ms"] >= 0 for s in body["stages"])
     assert len(body["request_id"]) == 32
@@ -260,7 +264,7 @@ async def test_metrics_exposed(client: httpx.AsyncClient) -> None:
     await client.post("/recommend", json={"user_id": "2", "k": 5})
     text = (await client.get("/metrics")).text
     assert 'genrec_requests_total{endpoint="/recommend",status="200"}' in text
-    assert 'genrec_stage_latency_seconds_count{path="cascade",stage="rank"}' in text
+    assert 'genrec_stage_latency_seconds_count{path="cascade",stage="fusion"}' in text
     assert "genrec_model_info{" in text and 'model="din"' in text
     assert 'endpoint="/users/{user_id}/history"' in text
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.engine.paths.cascade import Cascade
+from models.engine.rank.fusion import FusionPlan
 from service.app import create_app
 from service.config import Settings
 from service.experiments import Arm, Experiment, ExperimentConfigError, assign
@@ -166,7 +167,7 @@ async def test_per_arm_metrics(client: httpx.AsyncClient) -> None:
     assert f'genrec_ab_exposures_total{{arm="{arm}"}}' in text
     assert f'genrec_ab_clicks_total{{arm="{arm}"}}' in text
     assert 'genrec_ab_share{arm="control"}' in text
-    assert 'genrec_stage_latency_seconds_count{path="cascade",stage="rank"}' in text
+    assert 'genrec_stage_latency_seconds_count{path="cascade",stage="fusion"}' in text
 
 
 @pytest.mark.parametrize(("headers", "status"), [
@@ -274,7 +275,7 @@ def test_check_arms_names_unserved_path_and_bad_params() -> None:
     exp = Experiment(name="e", salt="s", arms=(
         Arm(name="c", path="cascade", share=0.5),
         Arm(name="g", path="generative", share=0.5, params={"beam_width": 4})))
-    cascade = Cascade([], None, None, fallback=None)  # type: ignore[arg-type]
+    cascade = Cascade(FusionPlan({}, {}), {}, None, None, popular=None)  # type: ignore[arg-type]
     with pytest.raises(ExperimentConfigError,
                        match=r"arms.1 \('g'\): path: 'generative' is not served.*cascade"):
         check_arms(exp, {"cascade": cascade})

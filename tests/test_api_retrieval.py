@@ -16,6 +16,7 @@ import torch
 
 from models.data import load_dataset
 from models.engine.paths.cascade import Cascade
+from models.engine.rank.fusion import FusionPlan
 from models.nets.features import pad_histories
 from service.config import Settings
 from service.experiments import ExperimentConfigError
@@ -171,7 +172,7 @@ async def test_arm_recall_param_is_validated(tiny_artifacts: Path) -> None:
 
     rt = Runtime.load(tiny_artifacts)
     popular = PopularRecall(Popularity.from_state(rt.arrays["popularity"]))
-    cascade = Cascade([(popular, 10)], None, None, popular, available={"popular": popular})
+    cascade = Cascade(FusionPlan({"popular": 10}, {}), {"popular": popular}, None, None, popular)
     assert cascade.check_params({"recall": {"popular": 5}}) == {"recall": [("popular", 5)]}
     for bad, field in [({"recall": {"nope": 5}}, "params.recall.nope"),
                        ({"recall": {"popular": 0}}, "params.recall.popular"),

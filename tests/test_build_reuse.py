@@ -43,8 +43,10 @@ def test_only_retrains_named_component_and_copies_the_rest(artifacts: Path) -> N
     assert set(after) == set(before)
     changed = {name for name in after if after[name] != before[name]}
     # Popularity and ItemCF are always refitted but deterministic, so unchanged; SASRec's
-    # JSON config holds no seed, so only its weights and index change.
-    assert changed == {"sasrec.safetensors", "sasrec_items.faiss"} < set(component("sasrec").files)
+    # JSON config holds no seed, so only its weights and index change. The fusion plan is
+    # refitted over the new SASRec (on a sample drawn with the new seed): it may change.
+    sasrec = {"sasrec.safetensors", "sasrec_items.faiss"}
+    assert changed - {"fusion.json"} == sasrec < set(component("sasrec").files)
     manifest = orjson.loads((artifacts / "manifest.json").read_bytes())
     assert manifest["retrained"] == ["sasrec"]
     assert manifest["configs"]["tiger"] == old["configs"]["tiger"]

@@ -14,6 +14,8 @@ import torch
 from models.data import leave_one_out, load_dataset
 from models.engine.core.runtime import Runtime
 from models.engine.factory import Components, build_components
+from models.engine.paths.generative import Generative
+from models.engine.rank.fusion import FusionPlan
 from models.evaluate.offline import eval_context
 from service.config import Settings
 
@@ -63,8 +65,10 @@ def test_generative_pipeline_contract(loaded, data) -> None:
         assert len(res.items) == 10 and len(set(res.items.tolist())) == 10
         assert not set(res.items.tolist()) & ctx.blocked
         names = [(s.name, s.source) for s in res.stages]
-        assert names[0] == ("recall", "semantic_id")
-        assert ("rank", "hstu") in names and ("rerank", "dpp") in names
+        # The generator always runs first; the fitted plan may add sequential retrievers.
+        assert names[0][0] == "recall" and names[0][1].split("+")[0] == "semantic_id"
+        assert (("rank", "hstu") in names) == pipe.plan.uses_ranker
+        assert ("fusion", "rrf") in names and names[-1] == ("rerank", "dpp")
 
 
 def test_generative_falls_back_when_few_items_are_left(loaded, data) -> None:
@@ -91,7 +95,9 @@ def test_generative_cold_user_gets_popular(loaded) -> None:
 def test_arm_params_are_checked_and_applied(loaded, data) -> None:
     rt, comp = loaded
     ds, split = data
-    pipe = comp.pipelines["generative"]
+    # The generator alone, so the recall stage counts its candidates only.
+    pipe = Generative(FusionPlan({"semantic_id": 50}, {"ranker": 1.0}), comp.recall,
+                      comp.rankers["hstu_ranker"], None, comp.recall["popular"])
     with pytest.raises(ValueError, match="params.beam"):
         pipe.check_params({"beam": 3})
     with pytest.raises(ValueError, match="params.n_candidates"):

@@ -67,6 +67,7 @@ def build(
     job = BuildJob(ds=ds, split=leave_one_out(ds), seed=seed, progress=progress, device=device,
                    profile=checked, out=tmp, console=console)
     try:
+        _write_ids(job)
         configs = _train_all(job, reuse)
         manifest = _finish(job, dataset, profile, configs, reuse)
     except BaseException:
@@ -93,9 +94,8 @@ def _train_all(job: BuildJob, reuse: Reuse) -> dict[str, Any]:
     return configs
 
 
-def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
-            reuse: Reuse) -> dict[str, Any]:
-    """Id maps, user features and the manifest (written last: it marks the build complete)."""
+def _write_ids(job: BuildJob) -> None:
+    """Id maps and user features, first: the fusion step loads the directory as a runtime."""
     ds, tmp = job.ds, job.out
     write_json(tmp / ID_MAPS, {"users": ds.users.ids, "items": ds.items.ids})
     codes = job.user_codes[0].numpy().astype(np.int64)
@@ -103,6 +103,13 @@ def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
     side = ds.user_side
     write_json(tmp / USER_FEATURE_NAMES,
                {"names": side.names if side else [], "vocab": side.vocab if side else {}})
+
+
+def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
+            reuse: Reuse) -> dict[str, Any]:
+    """The manifest, written last: it marks the build complete."""
+    ds = job.ds
+    tmp = job.out
     sid_report = configs["semantic_ids"]
     manifest = {
         "version": f"{ds.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}",

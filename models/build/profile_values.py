@@ -86,6 +86,8 @@ VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "tdm": {"branching": 4, "beam": 20, "jtm_rounds": 1, "attention_hidden": (8,),
                 "hidden": (16,), "max_history": 20},
         "tdm_train": {"epochs": 1, "samples_per_epoch": 2048, "batch_size": 256},
+        "fusion": {"users": 300, "quota": 50, "quotas": {"semantic_id": 20},
+                   "c_grid": (20.0,), "diversity_grid": (0.0, 0.05)},
     },
 }
 

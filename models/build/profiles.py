@@ -42,6 +42,7 @@ TARGETS: dict[str, str] = {
     "tdm": "models.nets.tdm:TDMConfig",
     "tdm_train": "models.train.tdm:TDMTrainConfig",
     "semantic_ids": "",  # build options only (EXTRA)
+    "fusion": "models.build.fusion:FusionConfig",
 }
 # Options the build reads itself, beside the target's parameters.
 EXTRA: dict[str, dict[str, Any]] = {

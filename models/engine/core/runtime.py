@@ -3,7 +3,8 @@
 The layout is ``models.registry.COMPONENTS`` (each component's files) plus the directory's own
 files (``models.artifacts.manifest``). Files load by kind, so a new component needs no loader:
 ``{stem}.json`` + ``{stem}.safetensors`` is a net (rebuilt from its JSON config, weights from
-safetensors), ``{stem}.faiss`` an index, any other ``.safetensors`` a dict of arrays. Nothing
+safetensors), ``{stem}.faiss`` an index, any other ``.safetensors`` a dict of arrays, a lone
+``{stem}.json`` a document (the fitted fusion plans). Nothing
 here unpickles, and nothing imports a trainer.
 """
 
@@ -52,6 +53,7 @@ class Runtime:
     nets: dict[str, torch.nn.Module] = field(default_factory=dict)  # file stem -> model
     indexes: dict[str, VectorIndex] = field(default_factory=dict)  # file stem -> faiss index
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # stem -> arrays
+    documents: dict[str, dict] = field(default_factory=dict)  # stem -> a lone JSON file
 
     @property
     def n_items(self) -> int:
@@ -83,13 +85,16 @@ class Runtime:
         return self.user_codes[user_index]
 
     @classmethod
-    def load(cls, directory: Path, ef_search: int | None = None) -> Runtime:
+    def load(cls, directory: Path, ef_search: int | None = None,
+             manifest: dict | None = None) -> Runtime:
         """Load every component present; a missing file of a required one raises
-        FileNotFoundError naming it. ``ef_search`` overrides the HNSW indexes' search depth."""
+        FileNotFoundError naming it. ``ef_search`` overrides the HNSW indexes' search depth;
+        ``manifest`` stands in for a directory still being built (no manifest.json yet)."""
         directory = Path(directory)
         maps = orjson.loads((directory / ID_MAPS).read_bytes())
         codes = load_file(str(directory / USER_FEATURES))["codes"].astype(np.int64)
-        rt = cls(directory=directory, manifest=read_manifest(directory),
+        manifest = read_manifest(directory) if manifest is None else manifest
+        rt = cls(directory=directory, manifest=manifest,
                  users=IdMap.from_ids(maps["users"]), items=IdMap.from_ids(maps["items"]),
                  user_codes=codes, components=frozenset())
         present = []
@@ -101,14 +106,17 @@ class Runtime:
         return rt
 
     def _load_files(self, files: tuple[str, ...], ef_search: int | None) -> None:
-        stems = {Path(f).stem for f in files if f.endswith(".json")}
+        weights = {Path(f).stem for f in files if f.endswith(".safetensors")}
+        nets = weights & {Path(f).stem for f in files if f.endswith(".json")}
         for f in files:
             stem, path = Path(f).stem, self.directory / f
-            if f.endswith(".json"):
+            if f.endswith(".json") and stem not in weights:
+                self.documents[stem] = orjson.loads(path.read_bytes())
+            elif f.endswith(".json"):
                 self.nets[stem] = load_model(self.directory, stem)
             elif f.endswith(".faiss"):
                 self.indexes[stem] = load_index(path, ef_search=ef_search)
-            elif stem not in stems:  # a net's weights load with its JSON config
+            elif stem not in nets:  # a net's weights load with its JSON config
                 self.arrays[stem] = load_file(str(path))
 
 

@@ -10,15 +10,18 @@ from pydantic import BaseModel, Field
 
 
 class EngineSettings(BaseModel):
-    # Cascade recall: candidates per source.
+    # Artifacts carry each path's fusion plan (fusion.json: sources, quotas, weights and
+    # diversity, fitted on validation). Artifacts built before it serve these instead: the
+    # cascade's recall quotas and the generative path's candidate count, ranked by the ranker.
     recall_ann_k: int = Field(200, ge=0, le=5_000)
     recall_itemcf_k: int = Field(200, ge=0, le=5_000)
     recall_popular_k: int = Field(50, ge=0, le=5_000)
+    # The cascade's ranker; the fusion plan's ranker weight was fitted with the registry's
+    # (din), so another choice serves that weight for it.
     ranker: Literal["din", "deepfm"] = "din"
     rerank: Literal["dpp", "mmr", "none"] = "dpp"
-    # Chosen on the ml-100k validation split: DPP at 0.05 costs ~3% HR@10 against no rerank
-    # (0.207 vs 0.213); 0.2 cost 28%.
-    rerank_diversity: float = Field(0.05, ge=0.0, le=1.0)
+    # None: each path's fitted diversity (fusion.json), or 0.05 for artifacts without one.
+    rerank_diversity: float | None = Field(None, ge=0.0, le=1.0)
     rerank_window: int = Field(100, ge=1, le=2_000)
     hnsw_ef_search: int = Field(128, ge=1, le=4_096)
 

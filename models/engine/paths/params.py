@@ -5,7 +5,7 @@ experiment loader reports the arm that carries them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -26,7 +26,13 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CascadeParams(_Params):
+class _PathParams(_Params):
+    # How far the path runs: "recall" (the sources' fused order), "rank" (+ the ranker),
+    # "rerank" (everything, the default); the offline ablation uses it.
+    last_stage: Literal["recall", "rank", "rerank"] | None = None
+
+
+class CascadeParams(_PathParams):
     diversity: Annotated[Float, Field(ge=0.0, le=1.0)] | None = None
     rerank_window: Annotated[Int, Field(ge=1, le=2_000)] | None = None
     # The arm's own recall sources, {name: quota} in priority order, e.g. {"sasrec": 200}.
@@ -34,7 +40,7 @@ class CascadeParams(_Params):
                       Field(min_length=1)] | None = None
 
 
-class GenerativeParams(_Params):
+class GenerativeParams(_PathParams):
     n_candidates: Annotated[Int, Field(ge=1, le=1_000)] | None = None
     beam_size: Annotated[Int, Field(ge=1, le=1_000)] | None = None
     temperature: Annotated[Float, Field(ge=0.0, le=10.0)] | None = None

@@ -1,0 +1,67 @@
+"""The build's last step: each path's rank fusion fitted on the validation split
+(``models/evaluate/fusion_fit.py``) over the models just built, into ``fusion.json``.
+
+It runs the served engine on the directory being assembled (every model is in place by now),
+so the plan is fitted on exactly the objects that will serve it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.artifacts.manifest import write_json
+from models.build.job import BuildJob
+from models.engine.core.runtime import Runtime
+from models.engine.core.settings import EngineSettings
+from models.engine.factory import build_components
+from models.evaluate.fusion_fit import collect, fit_plan
+from models.evaluate.offline import eval_context
+from models.registry import PATH_SPECS, Component
+
+
+@dataclass
+class FusionConfig:
+    users: int = 2_000  # validation users sampled for the fit (all when fewer)
+    quota: int = 100  # candidates per pool source
+    # Per-source quotas that differ: the generator's beam search costs most per candidate.
+    quotas: dict[str, int] = field(default_factory=lambda: {"semantic_id": 50})
+    min_gain: float = 0.005  # relative NDCG@10 gain a source must bring to be served
+    c_grid: tuple[float, ...] = (5.0, 20.0, 60.0)
+    diversity_grid: tuple[float, ...] = (0.0, 0.02, 0.05)
+
+
+def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
+    cfg = FusionConfig(**job.params("fusion"))
+    settings = EngineSettings()
+    rt = Runtime.load(job.out, manifest={"version": "building"})
+    comp = build_components(rt, settings)
+    users = job.split.eval_users("valid")
+    rng = np.random.default_rng(job.seed)
+    if len(users) > cfg.users:
+        users = np.sort(rng.choice(users, cfg.users, replace=False))
+    contexts = [eval_context(rt, job.split, int(u), "valid", job.ds.timestamps) for u in users]
+    targets = job.split.valid_target[users]
+    plans, report = {}, {}
+    for spec in PATH_SPECS:
+        path = comp.pipelines.get(spec.name)
+        if path is None:
+            continue
+        t = time.perf_counter()
+        quotas = {s: cfg.quotas.get(s, cfg.quota) for s in spec.pool if s in comp.recall}
+        with torch.inference_mode():
+            run = collect(path, contexts, targets, quotas)
+        plan = fit_plan(run, quotas, spec.required, path.reranker, cfg.c_grid, cfg.min_gain,
+                        cfg.diversity_grid, settings.rerank_window)
+        plans[spec.name] = plan.to_dict()
+        report[spec.name] = {**plans[spec.name], "fit_seconds": round(time.perf_counter() - t, 1)}
+        v = plan.validation
+        job.console.print(f"fusion {spec.name}: {plan.sources} weights {plan.weights} "
+                          f"c={plan.c} diversity={plan.diversity}; validation NDCG@10 "
+                          f"best single {v['single'][v['best_single']][0]:.4f} "
+                          f"({v['best_single']}) -> fused {v['rank'][0]:.4f}")
+    write_json(job.out / component.files[0], plans)
+    return report

@@ -1,0 +1,247 @@
+"""Fits a path's ``FusionPlan`` (``models/engine/rank/fusion.py``) on the validation split.
+
+The served path objects produce the data: for a sample of validation users, every pool
+source's ranked list (``FusedPath.recall``) and the path's ranker scores over the pool's union.
+The search then runs on matrices, without calling a model again:
+
+1. Sources. Start from the best single source alone (weight 1: its own top ``k``), with the
+   path's required sources (the generator) beside it; add, one at a time, the pool source and
+   weight that raise validation NDCG@10 the most, while the gain is at least ``min_gain``
+   (relative): every added source costs latency on every request.
+2. Ranker. With the active sources fixed, coordinate ascent over their weights and the
+   ranker's (0 allowed: a ranker that only hurts is switched off).
+3. Both are repeated for each RRF constant ``c``; the best plan wins.
+4. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
+   one with the best validation NDCG@10 is kept.
+
+Objective: NDCG@10, HR@10 breaking ties. Ties in the fused score are broken by candidate order,
+as served. The test split is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.engine.core.context import UserContext
+from models.engine.paths.fused import FusedPath
+from models.engine.rank.fusion import RANKER, FusionPlan, ranker_order, union
+from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
+
+K = 10
+WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class PoolRun:
+    """Per fit user: each pool source's ranked ids, the pool union and the ranker's scores over
+    it (None without a ranker), and the validation target."""
+
+    names: list[str]
+    lists: list[dict[str, np.ndarray]]
+    pool: list[np.ndarray]
+    ranker: list[np.ndarray] | None
+    targets: np.ndarray  # (U,)
+
+
+def collect(path: FusedPath, contexts: Sequence[UserContext], targets: np.ndarray,
+            quotas: dict[str, int]) -> PoolRun:
+    """Runs the path's own recall (every source in ``quotas``) and its ranker for each user."""
+    params = {"recall": list(quotas.items())}
+    lists, pool, scores = [], [], []
+    for ctx in contexts:
+        ids, per_source, _ = path.recall(ctx, K, params)
+        lists.append(per_source)
+        pool.append(ids)
+        if path.ranker is not None:
+            scores.append(path.ranker.score(ctx, ids))
+    return PoolRun(list(quotas), lists, pool, scores if path.ranker is not None else None,
+                   np.asarray(targets, np.int64))
+
+
+@dataclass
+class Matrix:
+    """The candidates of ``active`` sources per user, padded to C columns."""
+
+    ranks: np.ndarray  # (U, C, S) int32: 1-based rank in each active source, 0 = absent
+    ranker_rank: np.ndarray  # (U, C) int32: rank by the ranker within the union, 0 = padding
+    valid: np.ndarray  # (U, C) bool
+    target: np.ndarray  # (U,) column of the target, -1 when it is no candidate
+    ids: np.ndarray  # (U, C) int64, -1 = padding
+
+    def recip(self, c: float) -> tuple[np.ndarray, np.ndarray]:
+        """(U, C, S) and (U, C) reciprocal ranks ``1 / (c + rank)``, 0 where absent."""
+        r = np.where(self.ranks > 0, 1.0 / (c + self.ranks), 0.0)
+        rr = np.where(self.ranker_rank > 0, 1.0 / (c + self.ranker_rank), 0.0)
+        return r, rr
+
+
+def matrix(run: PoolRun, active: Sequence[str]) -> Matrix:
+    unions = [union([lst[s] for s in active if s in lst]) for lst in run.lists]
+    n_users, width = len(unions), max(1, max(len(u) for u in unions))
+    m = Matrix(np.zeros((n_users, width, len(active)), np.int32),
+               np.zeros((n_users, width), np.int32), np.zeros((n_users, width), bool),
+               np.full(n_users, -1, np.int64), np.full((n_users, width), -1, np.int64))
+    for u, ids in enumerate(unions):
+        n = len(ids)
+        m.valid[u, :n] = True
+        m.ids[u, :n] = ids
+        hit = np.flatnonzero(ids == run.targets[u])
+        m.target[u] = hit[0] if len(hit) else -1
+        pos = {int(i): j for j, i in enumerate(ids)}
+        for s, name in enumerate(active):
+            ranked = run.lists[u].get(name, ())
+            cols = [pos[int(i)] for i in ranked]
+            m.ranks[u, cols, s] = np.arange(1, len(cols) + 1)
+        if run.ranker is not None and n:
+            order = np.argsort(run.pool[u], kind="stable")
+            at = order[np.searchsorted(run.pool[u][order], ids)]
+            m.ranker_rank[u, :n] = ranker_order(run.ranker[u][at])
+    return m
+
+
+def target_rank(score: np.ndarray, m: Matrix) -> np.ndarray:
+    """score (U, C) -> (U,) 0-based rank of each target as served (stable order on -score),
+    MISS when the target is no candidate."""
+    score = np.where(m.valid, score, -np.inf)
+    rows = np.arange(len(score))
+    t = score[rows, np.maximum(m.target, 0)][:, None]
+    cols = np.arange(score.shape[1])[None, :]
+    rank = (score > t).sum(1) + ((score == t) & (cols < m.target[:, None])).sum(1)
+    return np.where(m.target >= 0, rank, MISS)
+
+
+def objective(ranks: np.ndarray) -> tuple[float, float]:
+    return float(ndcg(ranks, K).mean()), float(hit_rate(ranks, K).mean())
+
+
+def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarray:
+    r, rr = m.recip(c)
+    return target_rank(r @ w + w_ranker * rr, m)
+
+
+def _best_weight(score_fn, current: float) -> tuple[float, tuple[float, float]]:
+    """The weight from WEIGHTS (or ``current``) that maximises ``score_fn(w)``."""
+    best = (current, score_fn(current))
+    for w in WEIGHTS:
+        val = score_fn(w)
+        if val > best[1]:
+            best = (w, val)
+    return best
+
+
+def _restricted(full: Matrix, active: Sequence[int]) -> Matrix:
+    """``full`` with only the candidates some ``active`` source holds."""
+    valid = (full.ranks[..., list(active)] > 0).any(-1)
+    target = np.where((full.target >= 0) & valid[np.arange(len(valid)),
+                                                 np.maximum(full.target, 0)], full.target, -1)
+    return Matrix(full.ranks, full.ranker_rank, valid, target, full.ids)
+
+
+def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], c: float,
+                   min_gain: float) -> tuple[list[int], np.ndarray]:
+    """Step 1 (no ranker): -> (active source columns, weights (S,))."""
+    r, _ = full.recip(c)
+    n = len(names)
+
+    def score(w: np.ndarray, active: Sequence[int]) -> tuple[float, float]:
+        return objective(target_rank(r @ w, _restricted(full, active)))
+
+    single = [score(np.eye(n)[s], [s]) for s in range(n)]
+    best = int(np.argmax([v[0] + 1e-9 * v[1] for v in single]))
+    w = np.eye(n)[best]
+    active = sorted({best, *(names.index(s) for s in required if s in names)})
+    for s in active:
+        if s != best:
+            w[s], _ = _best_weight(lambda x, s=s: score(_with(w, s, x), active), 0.0)
+    current = score(w, active)
+    while len(active) < n:
+        add = None
+        for s in (s for s in range(n) if s not in active):
+            trial = sorted([*active, s])
+            for x in WEIGHTS[1:]:
+                val = score(_with(w, s, x), trial)
+                if val > (add[2] if add else current):
+                    add = (s, x, val)
+        if add is None or add[2][0] < current[0] * (1.0 + min_gain):
+            break
+        w, active, current = _with(w, add[0], add[1]), sorted([*active, add[0]]), add[2]
+    return active, w
+
+
+def _with(w: np.ndarray, j: int, x: float) -> np.ndarray:
+    out = w.copy()
+    out[j] = x
+    return out
+
+
+def tune_weights(m: Matrix, w: np.ndarray, use_ranker: bool, c: float,
+                 sweeps: int = 2) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Step 2: coordinate ascent over the active sources' weights and the ranker's."""
+    r, rr = m.recip(c)
+    w_r = 0.0
+
+    def score(ws: np.ndarray, wr: float) -> tuple[float, float]:
+        return objective(target_rank(r @ ws + wr * rr, m))
+
+    for _ in range(sweeps):
+        for j in range(len(w)):
+            w[j], _ = _best_weight(lambda x, j=j, wr=w_r: score(_with(w, j, x), wr), float(w[j]))
+        if use_ranker:
+            w_r, _ = _best_weight(lambda x: score(w, x), w_r)
+    return w, w_r, score(w, w_r)
+
+
+def rerank_ranks(m: Matrix, scores: np.ndarray, reranker, diversity: float,
+                 window: int) -> np.ndarray:
+    """(U,) target ranks after the reranker picks K of each user's top ``window``."""
+    out = np.full(len(scores), MISS, np.int64)
+    for u in range(len(scores)):
+        s = np.where(m.valid[u], scores[u], -np.inf)
+        order = np.argsort(-s, kind="stable")[: min(window, int(m.valid[u].sum()))]
+        picked = order[reranker.select(m.ids[u, order], s[order], K, diversity)]
+        hit = np.flatnonzero(picked == m.target[u]) if m.target[u] >= 0 else []
+        if len(hit):
+            out[u] = int(hit[0])
+    return out
+
+
+def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], reranker,
+             c_grid: Sequence[float] = (5.0, 20.0, 60.0), min_gain: float = 0.005,
+             diversity_grid: Sequence[float] = (0.0, 0.02, 0.05), window: int = 100,
+             ) -> FusionPlan:
+    """Steps 1-4 above -> the plan, its validation figures in ``plan.validation``."""
+    names = run.names
+    full = matrix(run, names)
+    singles = {s: objective(fused_ranks(full_s, np.ones(1), 0.0, 20.0))
+               for s, full_s in ((s, matrix(run, [s])) for s in names)}
+    best = None
+    for c in c_grid:
+        active, w = select_sources(full, names, required, c, min_gain)
+        active_names = [names[s] for s in active]
+        m = matrix(run, active_names)
+        w_active, w_r, val = tune_weights(m, w[active].copy(), run.ranker is not None, c)
+        if best is None or val > best[0]:
+            best = (val, c, active_names, w_active, w_r, m)
+    val, c, active_names, w_active, w_r, m = best
+    r, rr = m.recip(c)
+    fused = r @ w_active + w_r * rr
+    by_div = {}
+    if reranker is not None:
+        by_div = {d: objective(rerank_ranks(m, fused, reranker, d, window))
+                  for d in diversity_grid}
+    diversity = max(by_div, key=lambda d: (by_div[d], d)) if by_div else 0.0
+    weights = {s: float(x) for s, x in zip(active_names, w_active, strict=True)}
+    weights[RANKER] = float(w_r)
+    validation = {
+        "users": len(run.targets), "metric": f"NDCG@{K}, HR@{K}",
+        "single": {s: list(v) for s, v in singles.items()},
+        "best_single": max(singles, key=lambda s: singles[s]),
+        "recall": list(objective(target_rank(r @ w_active, m))),
+        "rank": list(val),
+        "rerank": {str(d): list(v) for d, v in by_div.items()},
+    }
+    return FusionPlan(sources={s: quotas[s] for s in active_names}, weights=weights, c=c,
+                      diversity=diversity, validation=validation)
