@@ -14,20 +14,17 @@ recall stage. Overrides are validated like any profile (``models/build/profiles.
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 from rich.console import Console
 
 from models.artifacts.checkpoint import load_model
 from models.build.job import BuildJob
-from models.build.profile_values import VALUES
 from models.build.profiles import Profile
+from models.build.profiles import profile as load_profile
 from models.build.retrieval import build_retriever
 from models.data import leave_one_out, load_dataset
 from models.evaluate.sequential import sequential_metrics
@@ -38,22 +35,11 @@ RETRIEVERS = tuple(c.name for c in COMPONENTS if c.net and c.trainer)
 
 
 def variant(name: str, overrides: list[str]) -> Profile:
-    """Profile ``name`` with ``GROUP.FIELD=VALUE`` overrides (JSON values, else strings),
-    checked like a shipped profile."""
-    if name not in VALUES:
-        raise SystemExit(f"unknown profile {name!r}; choose from {sorted(VALUES)}")
-    groups = copy.deepcopy(VALUES[name])
-    for item in overrides:
-        key, value = item.split("=", 1)
-        section, field = key.split(".", 1)
-        try:
-            groups.setdefault(section, {})[field] = json.loads(value)
-        except json.JSONDecodeError:
-            groups.setdefault(section, {})[field] = value
+    """Profile ``name`` with ``GROUP.FIELD=VALUE`` overrides, checked like a shipped one."""
     try:
-        return Profile(name=f"{name}+set" if overrides else name, groups=groups)
-    except ValidationError as exc:  # the profile validator's message (group.field: why)
-        raise SystemExit(str(exc.errors()[0].get("ctx", {}).get("error", exc))) from None
+        return load_profile(name, overrides)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:

@@ -51,6 +51,9 @@ def build(
     only: Annotated[str, typer.Option(
         help="retrain only these comma-separated components in existing artifacts, e.g. "
              f"tiger,sasrec ({', '.join(c.name for c in COMPONENTS if not c.always)})")] = "",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a profile setting, GROUP.FIELD=VALUE (JSON values), e.g. "
+                      "sasrec_train.epochs=20; repeatable")] = None,
 ) -> None:
     """Train the cascade models on DATASET and export them to an artifacts directory."""
     from models.build.main import build as run_build
@@ -68,7 +71,7 @@ def build(
     try:
         chosen = [c.strip() for c in only.split(",") if c.strip()] or None
         run_build(dataset, out, profile=profile, seed=seed, console=console, device=device,
-                  only=chosen)
+                  only=chosen, overrides=set_ or [])
     except (DataFormatError, ValueError) as exc:
         _fail(exc)
     if evaluate:

@@ -143,10 +143,14 @@ class PathSpec:
     required: tuple[str, ...] = ()
 
 
+# The generative path's pool holds every source, the cascade's included, and its fit starts
+# from the cascade's plan when that is better: the generator's candidates and the HSTU
+# ranker are added to whatever already works, so the path is at least the cascade.
 PATH_SPECS: tuple[PathSpec, ...] = (
     PathSpec("cascade", ("ann", "itemcf", "sasrec", "gru4rec", "tdm", "popular"), "din"),
-    PathSpec("generative", ("semantic_id", "hstu_retrieval", "sasrec", "gru4rec"),
-             "hstu_ranker", required=("semantic_id",)),
+    PathSpec("generative", ("semantic_id", "hstu_retrieval", "sasrec", "gru4rec", "ann",
+                            "itemcf", "tdm", "popular"), "hstu_ranker",
+             required=("semantic_id",)),
 )
 PATHS: tuple[str, ...] = tuple(p.name for p in PATH_SPECS)
 

@@ -80,6 +80,13 @@ def test_build_unknown_profile_fails_cleanly(tmp_path: Path) -> None:
     assert "unknown profile 'huge'" in clean_failure(result)
 
 
+def test_build_bad_override_fails_before_training(tmp_path: Path) -> None:
+    result = invoke("build", "--dataset", "ml-100k", "--profile", "tiny", "--set",
+                    "sasrec_train.epochs=ten", "--artifacts", tmp_path / "out")
+    assert "sasrec_train.epochs" in clean_failure(result)
+    assert not (tmp_path / "out").exists()
+
+
 # --- eval ----------------------------------------------------------------------------------
 
 

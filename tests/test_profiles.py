@@ -44,3 +44,26 @@ def test_params_are_a_copy() -> None:
     p = profile("tiny")
     p.params("sasrec")["dim"] = 999
     assert p.params("sasrec")["dim"] == VALUES["tiny"]["sasrec"]["dim"]
+
+
+def test_overrides_set_json_values_and_leave_the_shipped_profile_alone() -> None:
+    p = profile("tiny", ["sasrec_train.lr=0.002", "sasrec.max_len=30",
+                         'fusion.quotas={"semantic_id": 7}', "semantic_ids.source=content"])
+    assert p.name == "tiny+set"
+    assert p.params("sasrec_train")["lr"] == 0.002
+    assert p.params("sasrec_train")["epochs"] == VALUES["tiny"]["sasrec_train"]["epochs"]
+    assert p.params("sasrec")["max_len"] == 30
+    assert p.params("fusion")["quotas"] == {"semantic_id": 7}
+    assert p.params("semantic_ids")["source"] == "content"  # not JSON: kept as a string
+    assert profile("tiny").params("sasrec") == VALUES["tiny"]["sasrec"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("sasrec_train.lrr=1", "sasrec_train.lrr"),
+    ("sasrec_train.epochs=ten", "sasrec_train.epochs"),
+    ("sasrec_train", "expected GROUP.FIELD=VALUE"),
+    ("lr=0.1", "expected GROUP.FIELD=VALUE"),
+])
+def test_bad_override_is_named(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        profile("tiny", [override])

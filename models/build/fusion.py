@@ -18,6 +18,7 @@ from models.build.job import BuildJob
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
+from models.engine.rank.fusion import FusionPlan
 from models.evaluate.fusion_fit import collect, fit_plan
 from models.evaluate.offline import eval_context
 from models.registry import PATH_SPECS, Component
@@ -34,11 +35,26 @@ class FusionConfig:
     diversity_grid: tuple[float, ...] = (0.0, 0.02, 0.05)
 
 
+class _Memo:
+    """A recall source that answers each (context, k, args) once: the fit's paths share it."""
+
+    def __init__(self, source: Any) -> None:
+        self.source, self.name = source, source.name
+        self.answers: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def recall(self, ctx: Any, k: int, *args: Any) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(ctx), k, args)
+        if key not in self.answers:
+            self.answers[key] = self.source.recall(ctx, k, *args)
+        return self.answers[key]
+
+
 def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
     cfg = FusionConfig(**job.params("fusion"))
     settings = EngineSettings()
     rt = Runtime.load(job.out, manifest={"version": "building"})
     comp = build_components(rt, settings)
+    memo = {name: _Memo(src) for name, src in comp.recall.items()}
     users = job.split.eval_users("valid")
     rng = np.random.default_rng(job.seed)
     if len(users) > cfg.users:
@@ -46,16 +62,20 @@ def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
     contexts = [eval_context(rt, job.split, int(u), "valid", job.ds.timestamps) for u in users]
     targets = job.split.valid_target[users]
     plans, report = {}, {}
-    for spec in PATH_SPECS:
+    fitted: FusionPlan | None = None
+    for spec in PATH_SPECS:  # the cascade first: the generative fit starts from its plan
         path = comp.pipelines.get(spec.name)
         if path is None:
             continue
         t = time.perf_counter()
+        # Both paths share the sources' lists per user (they are deterministic).
+        path.available = memo
         quotas = {s: cfg.quotas.get(s, cfg.quota) for s in spec.pool if s in comp.recall}
         with torch.inference_mode():
             run = collect(path, contexts, targets, quotas)
         plan = fit_plan(run, quotas, spec.required, path.reranker, cfg.c_grid, cfg.min_gain,
-                        cfg.diversity_grid, settings.rerank_window)
+                        cfg.diversity_grid, settings.rerank_window, start=fitted)
+        fitted = plan
         plans[spec.name] = plan.to_dict()
         report[spec.name] = {**plans[spec.name], "fit_seconds": round(time.perf_counter() - t, 1)}
         v = plan.validation

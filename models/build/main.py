@@ -45,13 +45,16 @@ def build(
     console: Console | None = None,
     device: str = "cpu",
     only: list[str] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train everything and write the artifacts directory; returns the manifest.
 
     ``only``: retrain just these components (``models.registry``; those trained on one's output
     are retrained with it) and copy every other component from the existing ``out_dir``, which
-    must have been built from the same data. Popularity and ItemCF are always refitted."""
-    checked = load_profile(profile)  # a bad profile fails before any data is read
+    must have been built from the same data. Popularity, ItemCF and the fusion plans are always
+    refitted. ``overrides``: ``GROUP.FIELD=VALUE`` settings on top of the profile."""
+    # A bad profile or override fails before any data is read.
+    checked = load_profile(profile, overrides or ())
     console = console or Console(quiet=not progress)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -69,7 +72,7 @@ def build(
     try:
         _write_ids(job)
         configs = _train_all(job, reuse)
-        manifest = _finish(job, dataset, profile, configs, reuse)
+        manifest = _finish(job, dataset, profile, configs, reuse, list(overrides or ()))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built directory behind
         raise
@@ -106,7 +109,7 @@ def _write_ids(job: BuildJob) -> None:
 
 
 def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
-            reuse: Reuse) -> dict[str, Any]:
+            reuse: Reuse, overrides: list[str]) -> dict[str, Any]:
     """The manifest, written last: it marks the build complete."""
     ds = job.ds
     tmp = job.out
@@ -116,6 +119,7 @@ def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
         "artifact_format": ARTIFACT_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
         "profile": profile,
+        "overrides": overrides,
         # A partial rebuild (`--only`): which components this profile retrained.
         "retrained": None if reuse.only is None else sorted(reuse.only),
         "seed": job.seed,

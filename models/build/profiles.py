@@ -11,8 +11,11 @@ and the trainer's ``TrainConfig``), so a new retriever needs no line here.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import json
 import typing
+from collections.abc import Sequence
 from functools import cache
 from typing import Any, Literal
 
@@ -118,12 +121,24 @@ class Profile(BaseModel):
         return dict(self.groups.get(group, {}))
 
 
-def profile(name: str) -> Profile:
-    """The checked profile ``name``; ValueError names the choices or the bad setting."""
+def profile(name: str, overrides: Sequence[str] = ()) -> Profile:
+    """The checked profile ``name`` with ``GROUP.FIELD=VALUE`` overrides (JSON values, else
+    strings: ``sasrec_train.lr=0.002``); ValueError names the choices or the bad setting."""
     if name not in VALUES:
         raise ValueError(f"unknown profile {name!r}; choose from {sorted(VALUES)}")
+    groups = copy.deepcopy(VALUES[name])
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        group, dot, field = key.partition(".")
+        if not (eq and dot and group and field):
+            raise ValueError(f"--set {item!r}: expected GROUP.FIELD=VALUE")
+        try:
+            groups.setdefault(group, {})[field] = json.loads(value)
+        except json.JSONDecodeError:
+            groups.setdefault(group, {})[field] = value
+    label = f"{name}+set" if overrides else name
     try:
-        return Profile(name=name, groups=VALUES[name])
+        return Profile(name=label, groups=groups)
     except ValidationError as exc:  # the validator's message, without pydantic's wrapping
         raise ValueError(str(exc.errors()[0]["ctx"]["error"])) from None
 

@@ -4,10 +4,12 @@ The served path objects produce the data: for a sample of validation users, ever
 source's ranked list (``FusedPath.recall``) and the path's ranker scores over the pool's union.
 The search then runs on matrices, without calling a model again:
 
-1. Sources. Start from the best single source alone (weight 1: its own top ``k``), with the
-   path's required sources (the generator) beside it; add, one at a time, the pool source and
-   weight that raise validation NDCG@10 the most, while the gain is at least ``min_gain``
-   (relative): every added source costs latency on every request.
+1. Sources. Start from the best single source alone (weight 1: its own top ``k``), or from
+   another path's plan when that is better (the generative path starts from the cascade's,
+   so it is never below the cascade on validation), with the path's required sources (the
+   generator) beside it; add, one at a time, the pool source and weight that raise
+   validation NDCG@10 the most, while the gain is at least ``min_gain`` (relative): every
+   added source costs latency on every request.
 2. Ranker. With the active sources fixed, coordinate ascent over their weights and the
    ranker's (0 allowed: a ranker that only hurts is switched off).
 3. Both are repeated for each RRF constant ``c``; the best plan wins.
@@ -141,8 +143,11 @@ def _restricted(full: Matrix, active: Sequence[int]) -> Matrix:
 
 
 def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], c: float,
-                   min_gain: float) -> tuple[list[int], np.ndarray]:
-    """Step 1 (no ranker): -> (active source columns, weights (S,))."""
+                   min_gain: float, start: dict[str, float] | None = None,
+                   ) -> tuple[list[int], np.ndarray]:
+    """Step 1 (no ranker): -> (active source columns, weights (S,)). ``start`` (another
+    path's source weights, e.g. the cascade's) is a second starting point beside the best
+    single source, so this path's fit is never below it on validation either."""
     r, _ = full.recip(c)
     n = len(names)
 
@@ -151,11 +156,16 @@ def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], 
 
     single = [score(np.eye(n)[s], [s]) for s in range(n)]
     best = int(np.argmax([v[0] + 1e-9 * v[1] for v in single]))
-    w = np.eye(n)[best]
-    active = sorted({best, *(names.index(s) for s in required if s in names)})
-    for s in active:
-        if s != best:
-            w[s], _ = _best_weight(lambda x, s=s: score(_with(w, s, x), active), 0.0)
+    w, active = np.eye(n)[best], [best]
+    if start and all(s in names for s in start):
+        w_start = np.array([start.get(s, 0.0) for s in names])
+        active_start = sorted(names.index(s) for s in start)
+        if score(w_start, active_start) > single[best]:
+            w, active = w_start, active_start
+    for s in (names.index(s) for s in required if s in names):
+        if s not in active:
+            active = sorted([*active, s])
+            w[s], _ = _best_weight(lambda x, s=s, a=active: score(_with(w, s, x), a), 0.0)
     current = score(w, active)
     while len(active) < n:
         add = None
@@ -211,7 +221,7 @@ def rerank_ranks(m: Matrix, scores: np.ndarray, reranker, diversity: float,
 def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], reranker,
              c_grid: Sequence[float] = (5.0, 20.0, 60.0), min_gain: float = 0.005,
              diversity_grid: Sequence[float] = (0.0, 0.02, 0.05), window: int = 100,
-             ) -> FusionPlan:
+             start: FusionPlan | None = None) -> FusionPlan:
     """Steps 1-4 above -> the plan, its validation figures in ``plan.validation``."""
     names = run.names
     full = matrix(run, names)
@@ -219,7 +229,9 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
                for s, full_s in ((s, matrix(run, [s])) for s in names)}
     best = None
     for c in c_grid:
-        active, w = select_sources(full, names, required, c, min_gain)
+        start_w = None if start is None else {s: start.weights.get(s, 0.0)
+                                              for s in start.sources}
+        active, w = select_sources(full, names, required, c, min_gain, start_w)
         active_names = [names[s] for s in active]
         m = matrix(run, active_names)
         w_active, w_r, val = tune_weights(m, w[active].copy(), run.ranker is not None, c)

@@ -31,6 +31,7 @@ class SASRecConfig:
     n_heads: int = 1
     max_len: int = 200  # positional table size; longer inputs share the oldest position
     dropout: float = 0.2
+    ff_dim: int | None = None  # feed-forward width; None = dim, as in the paper
 
 
 class SASRec(nn.Module):
@@ -50,7 +51,8 @@ class SASRec(nn.Module):
             self.item_emb.weight[cfg.n_items].zero_()
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(cfg.dim, cfg.n_heads, dim_feedforward=cfg.dim,
+            nn.TransformerEncoderLayer(cfg.dim, cfg.n_heads,
+                                       dim_feedforward=cfg.ff_dim or cfg.dim,
                                        dropout=cfg.dropout, activation="relu",
                                        batch_first=True, norm_first=True)
             for _ in range(cfg.n_layers))

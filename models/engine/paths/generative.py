@@ -15,7 +15,6 @@ from models.engine.core.context import UserContext
 from models.engine.core.pipeline import RecallSource
 from models.engine.paths.fused import FusedPath
 from models.engine.paths.params import GenerativeParams, validate_params
-from models.engine.recall.semantic_id import SemanticIdRecall
 
 GENERATOR = "semantic_id"
 
@@ -27,14 +26,15 @@ class Generative(FusedPath):
         return validate_params(GenerativeParams, params)
 
     def quotas(self, params: Mapping[str, Any]) -> Sequence[tuple[str, int]]:
-        """The plan's sources; ``n_candidates`` replaces the generator's quota."""
+        """The plan's sources (or the fit's whole pool); ``n_candidates`` replaces the
+        generator's quota."""
         n = params.get("n_candidates")
         return [(name, n if name == GENERATOR and n else quota)
-                for name, quota in self.plan.sources.items()]
+                for name, quota in super().quotas(params)]
 
     def recall_one(self, source: RecallSource, ctx: UserContext, quota: int,
                    params: Mapping[str, Any]) -> np.ndarray:
-        if isinstance(source, SemanticIdRecall):
-            return source.recall(ctx, quota, params.get("beam_size"),
+        if source.name == GENERATOR:  # SemanticIdRecall: the arm's beam params go to it
+            return source.recall(ctx, quota, params.get("beam_size"),  # type: ignore[call-arg]
                                  params.get("temperature"))[0]
         return source.recall(ctx, quota)[0]
