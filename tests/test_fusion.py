@@ -185,3 +185,28 @@ def test_fitted_validation_figures_are_what_the_path_serves(served, tiny_artifac
     capped = np.where(ranks < K, ranks, MISS)
     mismatches = int((capped != np.array(served_ranks)).sum())
     assert mismatches <= 2  # float noise in batched ranker scores may swap a near tie
+
+
+def test_start_plan_is_a_floor() -> None:
+    """Sources A and B each hold the target first for half of the users; together they hold
+    it for everyone. With the greedy step switched off (min_gain 10), only the start plan
+    (another path's A + B) reaches every target."""
+    rng = np.random.default_rng(3)
+    lists, pool, targets = [], [], []
+    for u in range(60):
+        items = rng.permutation(400)
+        target = int(items[0])
+        a, b = items[1:31].copy(), items[31:61].copy()
+        (a if u % 2 else b)[0] = target
+        per = {"A": a, "B": b, "C": items[100:130]}
+        lists.append(per)
+        pool.append(union(list(per.values())))
+        targets.append(target)
+    run = PoolRun(["A", "B", "C"], lists, pool, None, np.array(targets))
+    quotas = {"A": 30, "B": 30, "C": 30}
+    alone = fit_plan(run, quotas, ("C",), None, c_grid=(20.0,), min_gain=10.0)
+    assert alone.validation["rank"][1] == pytest.approx(0.5)
+    start = FusionPlan({"A": 30, "B": 30}, {"A": 1.0, "B": 1.0})
+    fitted = fit_plan(run, quotas, ("C",), None, c_grid=(20.0,), min_gain=10.0, start=start)
+    assert fitted.validation["rank"][1] == pytest.approx(1.0)
+    assert {"A", "B", "C"} == set(fitted.sources)

@@ -1,7 +1,9 @@
 """Offline evaluation: leave-one-out, full ranking over every item, HR@K and NDCG@K.
 
-Every recall source and the whole cascade are evaluated through the same stage objects the
-service runs (``models.engine.factory``), so the offline table measures what is served.
+Every recall source and both paths are evaluated through the same stage objects the service
+runs (``models.engine.factory``), so the offline table measures what is served; the
+sequential retrievers' ranks come from their batched full-ranking form, which a test checks
+against the served stage.
 Each method returns its top ``max(ks)`` list for the user's pre-target history, with the history
 items blocked exactly as ``/recommend`` blocks consumed items; the target's 0-based position in
 that list is its rank (absent = a miss). For a method that ranks every item this equals the
@@ -20,7 +22,9 @@ from models.engine.core.context import UserContext, make_context
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
 from models.engine.factory import Components, build_components
+from models.engine.recall.sequential import SequentialRecall
 from models.evaluate.rank_metrics import MISS, summarize
+from models.evaluate.sequential import sequential_ranks
 from models.registry import PATHS, RECALL, canonical, names
 
 # Every method `genrec eval` knows, in table order: the recall sources, then the paths.
@@ -75,12 +79,17 @@ def evaluate(
     users = split.eval_users(stage)
     targets = split.valid_target if stage == "valid" else split.test_target
     depth = max(ks)
-    ranks = {m: np.empty(len(users), dtype=np.int64) for m in methods}
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"evaluating {', '.join(methods)}", total=len(users))
-        for row, u in enumerate(users.tolist()):
+    # Sequential retrievers rank every item in batched matrix products: the same ranks as
+    # their served exact MIPS (tests/test_eval_sequential.py checks it user by user).
+    ranks = {m: sequential_ranks(comp.recall[m].model, split, stage, timestamps)
+             for m in methods if isinstance(comp.recall.get(m), SequentialRecall)}
+    looped = [m for m in methods if m not in ranks]
+    ranks.update({m: np.empty(len(users), dtype=np.int64) for m in looped})
+    with Progress(disable=not (progress and looped), transient=True) as bar:
+        task = bar.add_task(f"evaluating {', '.join(looped)}", total=len(users))
+        for row, u in enumerate(users.tolist() if looped else []):
             ctx = eval_context(rt, split, u, stage, timestamps)
-            for m in methods:
+            for m in looped:
                 ranks[m][row] = rank_in_list(fns[m](ctx, depth), int(targets[u]))
             bar.advance(task)
     out = {m: summarize(ranks[m], ks) for m in methods}
