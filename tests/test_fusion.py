@@ -168,9 +168,9 @@ def test_single_source_plan_serves_that_source_order(served) -> None:
 
 
 def test_fitted_validation_figures_are_what_the_path_serves(served, tiny_artifacts) -> None:
-    """The fit's matrix evaluation and the served cascade agree user by user (the fit's
-    users are not recorded, so every validation user is run: HR@10 over the whole split
-    differs, but a plan's ranks must match the served ranks for the same users)."""
+    """The fit's matrix evaluation (``fused_ranks`` over collected lists and ranker scores)
+    and the served cascade stopped after fusion (``last_stage: rank``) rank each of 150
+    validation users' targets at the same place in the top 10."""
     rt, comp, ds, split = served
     path = comp.pipelines["cascade"]
     users = split.eval_users("valid")[:150]
