@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 from index.semantic_ids import SemanticIds
 from models.artifacts.checkpoint import load_model
@@ -32,8 +31,6 @@ from models.build.profiles import profile
 from models.data import leave_one_out, load_dataset
 from models.nets.rqvae import sq_err
 from models.registry import component
-
-ITEM_VECTORS = "item_embeddings.safetensors"  # the two-tower's item vectors (BuildJob reads it)
 
 
 def collaborative_vectors(job: BuildJob) -> float:
@@ -56,13 +53,9 @@ def run(name: str, seed: int, cache: Path) -> dict:
         (Path(tmp) / ".cache").symlink_to(cache.resolve(), target_is_directory=True)
         job = BuildJob(ds=ds, split=leave_one_out(ds), seed=seed, progress=False,
                        profile=profile("default"), out=out)
-        tt_s = 0.0
-        if source == "collaborative":
-            tt_s = collaborative_vectors(job)
-        else:  # content vectors: the step reads no two-tower vectors, but expects the file
-            save_file({"two_tower": np.zeros((ds.n_items, 1), np.float32)},
-                      str(out / ITEM_VECTORS))
-        collab = job.item_vectors()
+        # Content vectors need no two-tower: the step reads its vectors only when used.
+        tt_s = collaborative_vectors(job) if source == "collaborative" else 0.0
+        collab = job.item_vectors() if source == "collaborative" else np.empty((0, 0))
         t = time.perf_counter()
         report = build_semantic_ids(job, component("semantic_ids"))
         sid_s = time.perf_counter() - t

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,19 @@ from models.train.tiger import TigerTrainConfig, train_tiger
 SEMANTIC_IDS = "semantic_ids.safetensors"
 
 
-def item_embedding_source(ds: Dataset, source: str, collaborative: np.ndarray,
+def item_embedding_source(ds: Dataset, source: str,
+                          collaborative: np.ndarray | Callable[[], np.ndarray],
                           cache_dir: Path | None = None) -> tuple[str, np.ndarray]:
-    """-> (source actually used, (n_items, D) float32 vectors for the RQ-VAE)."""
+    """-> (source actually used, (n_items, D) float32 vectors for the RQ-VAE).
+    ``collaborative`` may be a function: it is read only when that source is used, so a
+    content build needs no two-tower file (a GPU box retraining from a carried cache)."""
     if source == "auto":
         source = "content" if ds.item_side.titles is not None else "collaborative"
     if source == "content":
         return source, content_vectors(ds, cache_dir)
     if source == "collaborative":
-        x = np.asarray(collaborative, dtype=np.float32)
+        x = np.asarray(collaborative() if callable(collaborative) else collaborative,
+                       dtype=np.float32)
         # Unit-norm vectors: the RQ-VAE's k-means and MSE then work on directions, as with
         # MiniLM's normalised output.
         return source, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -58,7 +63,7 @@ def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
     collisions). Content vectors are cached in ``.cache`` beside the artifacts directory."""
     t = time.perf_counter()
     source, x = item_embedding_source(job.ds, job.params("semantic_ids")["source"],
-                                      job.item_vectors(), job.out.parent / ".cache")
+                                      job.item_vectors, job.out.parent / ".cache")
     job.timings["item_content"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg = RQVAEConfig(in_dim=int(x.shape[1]), seed=job.seed, **job.params("rqvae"))
