@@ -144,8 +144,8 @@ class PathSpec:
 
 
 # The generative path's pool holds every source, the cascade's included, and its fit starts
-# from the cascade's plan when that is better: the generator's candidates and the HSTU
-# ranker are added to whatever already works, so the path is at least the cascade.
+# from the cascade's fitted sources and weights when they score better on validation: the
+# generator's candidates and the HSTU ranker are added to whatever already works.
 PATH_SPECS: tuple[PathSpec, ...] = (
     PathSpec("cascade", ("ann", "itemcf", "sasrec", "gru4rec", "tdm", "popular"), "din"),
     PathSpec("generative", ("semantic_id", "hstu_retrieval", "sasrec", "gru4rec", "ann",

@@ -74,19 +74,21 @@ def test_union_keeps_first_appearance_order() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_target_rank_is_the_stable_sort_position(seed: int) -> None:
+def test_target_rank_is_the_served_sort_position(seed: int) -> None:
     rng = np.random.default_rng(seed)
     users, width = 40, 12
     score = rng.integers(0, 4, size=(users, width)).astype(np.float64)  # many ties
     valid = rng.random((users, width)) < 0.8
     target = np.where(rng.random(users) < 0.8, rng.integers(0, width, users), -1)
     target = np.where((target >= 0) & valid[np.arange(users), np.maximum(target, 0)], target, -1)
+    ids = np.stack([rng.permutation(100)[:width] for _ in range(users)])  # distinct per row
     m = Matrix(np.zeros((users, width, 1), np.int32), np.zeros((users, width), np.int32),
-               valid, target, np.zeros((users, width), np.int64))
+               valid, target, ids)
     got = target_rank(score, m)
     for u in range(users):
         cols = np.flatnonzero(valid[u])
-        order = cols[np.argsort(-score[u, cols], kind="stable")]
+        # Higher score first, ties by the smaller item id (what best_first serves).
+        order = cols[sorted(range(len(cols)), key=lambda j: (-score[u, cols[j]], ids[u, cols[j]]))]
         want = int(np.flatnonzero(order == target[u])[0]) if target[u] >= 0 else MISS
         assert got[u] == want
 

@@ -102,6 +102,10 @@ def test_arm_params_are_checked_and_applied(loaded, data) -> None:
         pipe.check_params({"beam": 3})
     with pytest.raises(ValueError, match="params.n_candidates"):
         pipe.check_params({"n_candidates": 0})
+    # An explicit null means "not set": the pipeline's own value applies, nothing breaks.
+    assert pipe.check_params({"last_stage": None, "diversity": None}) == {}
+    assert len(pipe.run(eval_context(rt, split, 5, "test", ds.timestamps), 10,
+                        pipe.check_params({"last_stage": None})).items) == 10
     ctx = eval_context(rt, split, 5, "test", ds.timestamps)
     res = pipe.run(ctx, 10, pipe.check_params({"n_candidates": 30, "beam_size": 30}))
     recall = res.stages[0]

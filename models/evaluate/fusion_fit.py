@@ -29,7 +29,7 @@ import numpy as np
 
 from models.engine.core.context import UserContext
 from models.engine.paths.fused import FusedPath
-from models.engine.rank.fusion import RANKER, FusionPlan, ranker_order, union
+from models.engine.rank.fusion import RANKER, FusionPlan, best_first, ranker_order, union
 from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
 
 K = 10
@@ -75,8 +75,8 @@ class Matrix:
 
     def recip(self, c: float) -> tuple[np.ndarray, np.ndarray]:
         """(U, C, S) and (U, C) reciprocal ranks ``1 / (c + rank)``, 0 where absent."""
-        r = np.where(self.ranks > 0, 1.0 / (c + self.ranks), 0.0)
-        rr = np.where(self.ranker_rank > 0, 1.0 / (c + self.ranker_rank), 0.0)
+        r = np.where(self.ranks > 0, 1.0 / (c + self.ranks.astype(np.int64)), 0.0)
+        rr = np.where(self.ranker_rank > 0, 1.0 / (c + self.ranker_rank.astype(np.int64)), 0.0)
         return r, rr
 
 
@@ -100,19 +100,32 @@ def matrix(run: PoolRun, active: Sequence[str]) -> Matrix:
         if run.ranker is not None and n:
             order = np.argsort(run.pool[u], kind="stable")
             at = order[np.searchsorted(run.pool[u][order], ids)]
-            m.ranker_rank[u, :n] = ranker_order(run.ranker[u][at])
+            m.ranker_rank[u, :n] = ranker_order(ids, run.ranker[u][at])
     return m
 
 
 def target_rank(score: np.ndarray, m: Matrix) -> np.ndarray:
-    """score (U, C) -> (U,) 0-based rank of each target as served (stable order on -score),
-    MISS when the target is no candidate."""
+    """score (U, C) -> (U,) 0-based rank of each target as served (``best_first``: higher
+    score first, ties by the smaller item id), MISS when the target is no candidate."""
     score = np.where(m.valid, score, -np.inf)
     rows = np.arange(len(score))
-    t = score[rows, np.maximum(m.target, 0)][:, None]
-    cols = np.arange(score.shape[1])[None, :]
-    rank = (score > t).sum(1) + ((score == t) & (cols < m.target[:, None])).sum(1)
+    col = np.maximum(m.target, 0)
+    t = score[rows, col][:, None]
+    t_id = m.ids[rows, col][:, None]
+    rank = (score > t).sum(1) + ((score == t) & m.valid & (m.ids < t_id)).sum(1)
     return np.where(m.target >= 0, rank, MISS)
+
+
+def fused_scores(r: np.ndarray, w: np.ndarray, rr: np.ndarray, w_ranker: float) -> np.ndarray:
+    """(U, C) fused scores summed column by column, as ``fusion.fuse`` sums them when serving
+    (the same floats in the same order, so ties and near-ties fall the same way)."""
+    score = np.zeros(r.shape[:2], np.float64)
+    for j, x in enumerate(w):
+        if x > 0:
+            score += x * r[..., j]
+    if w_ranker > 0:
+        score += w_ranker * rr
+    return score
 
 
 def objective(ranks: np.ndarray) -> tuple[float, float]:
@@ -121,7 +134,7 @@ def objective(ranks: np.ndarray) -> tuple[float, float]:
 
 def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarray:
     r, rr = m.recip(c)
-    return target_rank(r @ w + w_ranker * rr, m)
+    return target_rank(fused_scores(r, w, rr, w_ranker), m)
 
 
 def _best_weight(score_fn, current: float) -> tuple[float, tuple[float, float]]:
@@ -152,7 +165,8 @@ def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], 
     n = len(names)
 
     def score(w: np.ndarray, active: Sequence[int]) -> tuple[float, float]:
-        return objective(target_rank(r @ w, _restricted(full, active)))
+        return objective(target_rank(fused_scores(r, w, r[..., 0], 0.0),
+                                      _restricted(full, active)))
 
     single = [score(np.eye(n)[s], [s]) for s in range(n)]
     best = int(np.argmax([v[0] + 1e-9 * v[1] for v in single]))
@@ -194,7 +208,7 @@ def tune_weights(m: Matrix, w: np.ndarray, use_ranker: bool, c: float,
     w_r = 0.0
 
     def score(ws: np.ndarray, wr: float) -> tuple[float, float]:
-        return objective(target_rank(r @ ws + wr * rr, m))
+        return objective(target_rank(fused_scores(r, ws, rr, wr), m))
 
     for _ in range(sweeps):
         for j in range(len(w)):
@@ -210,7 +224,7 @@ def rerank_ranks(m: Matrix, scores: np.ndarray, reranker, diversity: float,
     out = np.full(len(scores), MISS, np.int64)
     for u in range(len(scores)):
         s = np.where(m.valid[u], scores[u], -np.inf)
-        order = np.argsort(-s, kind="stable")[: min(window, int(m.valid[u].sum()))]
+        order = best_first(m.ids[u], s)[: min(window, int(m.valid[u].sum()))]
         picked = order[reranker.select(m.ids[u, order], s[order], K, diversity)]
         hit = np.flatnonzero(picked == m.target[u]) if m.target[u] >= 0 else []
         if len(hit):
@@ -239,7 +253,7 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
             best = (val, c, active_names, w_active, w_r, m)
     val, c, active_names, w_active, w_r, m = best
     r, rr = m.recip(c)
-    fused = r @ w_active + w_r * rr
+    fused = fused_scores(r, w_active, rr, w_r)
     by_div = {}
     if reranker is not None:
         by_div = {d: objective(rerank_ranks(m, fused, reranker, d, window))
@@ -251,7 +265,7 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         "users": len(run.targets), "metric": f"NDCG@{K}, HR@{K}",
         "single": {s: list(v) for s, v in singles.items()},
         "best_single": max(singles, key=lambda s: singles[s]),
-        "recall": list(objective(target_rank(r @ w_active, m))),
+        "recall": list(objective(target_rank(fused_scores(r, w_active, rr, 0.0), m))),
         "rank": list(val),
         "rerank": {str(d): list(v) for d, v in by_div.items()},
     }

@@ -21,7 +21,7 @@ import numpy as np
 
 from models.engine.core.context import UserContext
 from models.engine.core.pipeline import Clock, PipelineResult, RecallSource, StageTiming, top_up
-from models.engine.rank.fusion import FusionPlan, fuse, union
+from models.engine.rank.fusion import FusionPlan, best_first, fuse, union
 from models.engine.rank.rerank import Reranker
 from models.engine.recall.popular import PopularRecall
 
@@ -101,7 +101,7 @@ class FusedPath:
             ranker_scores = self.ranker.score(ctx, ids)
             stages.append(StageTiming("rank", self.ranker.name, len(ids), clock.lap()))
         scores = fuse(ids, lists, ranker_scores, self.plan.weights, self.plan.c)
-        order = np.argsort(-scores, kind="stable")
+        order = best_first(ids, scores)
         ids, scores = ids[order], scores[order].astype(np.float32)
         stages.append(StageTiming("fusion", "rrf", len(ids), clock.lap()))
 

@@ -56,4 +56,5 @@ def validate_params(model: type[_Params], params: Mapping[str, Any]) -> dict[str
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
         raise ValueError(f"params.{loc}: {err['msg']} (got {err.get('input')!r})") from None
-    return parsed.model_dump(exclude_unset=True)
+    # An explicit null means "not set": the pipeline's own value applies.
+    return parsed.model_dump(exclude_unset=True, exclude_none=True)

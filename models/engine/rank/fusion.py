@@ -70,14 +70,20 @@ def reciprocal_ranks(ids: np.ndarray, ranked: np.ndarray, c: float) -> np.ndarra
     pos = np.searchsorted(ids[order], ranked)
     pos = np.minimum(pos, len(ids) - 1)
     found = ids[order][pos] == ranked
-    out[order[pos[found]]] = 1.0 / (c + 1.0 + np.flatnonzero(found))
+    out[order[pos[found]]] = 1.0 / (c + (1 + np.flatnonzero(found)))
     return out
 
 
-def ranker_order(scores: np.ndarray) -> np.ndarray:
-    """(C,) 1-based rank of each candidate by ``scores`` (higher first; ties by position)."""
+def best_first(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` by ``scores``, higher first, ties by the smaller item id: an order
+    that does not depend on how the candidates were gathered, so the fit reproduces it."""
+    return np.lexsort((ids, -np.asarray(scores, np.float64)))
+
+
+def ranker_order(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(C,) 1-based rank of each candidate by the ranker's ``scores`` (``best_first``)."""
     rank = np.empty(len(scores), np.int64)
-    rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    rank[best_first(ids, scores)] = np.arange(1, len(scores) + 1)
     return rank
 
 
@@ -86,6 +92,8 @@ def fuse(ids: np.ndarray, lists: Mapping[str, np.ndarray], ranker_scores: np.nda
     """ids (C,) the candidate union; lists: source -> its ranked ids; ranker_scores (C,) or
     None -> fused scores (C,) float64. A source without a weight gets weight 1 (an arm's own
     ``recall`` may name sources the plan never saw)."""
+    # Summed source by source in list order, each term w * (1 / (c + rank)), exactly as the
+    # fit sums its matrix columns (fusion_fit.fused_scores): the same floats, the same order.
     score = np.zeros(len(ids), np.float64)
     for name, ranked in lists.items():
         w = weights.get(name, 1.0)
@@ -93,5 +101,5 @@ def fuse(ids: np.ndarray, lists: Mapping[str, np.ndarray], ranker_scores: np.nda
             score += w * reciprocal_ranks(ids, ranked, c)
     w = weights.get(RANKER, 0.0)
     if ranker_scores is not None and w > 0:
-        score += w / (c + ranker_order(ranker_scores))
+        score += w * (1.0 / (c + ranker_order(ids, ranker_scores)))
     return score

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.engine.rank.fusion import best_first
 from models.nets.rerank import dpp, mmr
 from models.registry import RERANKERS
 
@@ -20,5 +21,9 @@ class Reranker:
         self.item_emb = item_emb  # (n_items, D)
 
     def select(self, items: np.ndarray, scores: np.ndarray, k: int, diversity: float) -> list[int]:
+        if diversity == 0.0:
+            # Pure relevance, exactly: the greedy methods cap their relevance exponent and
+            # would still let similarity swap near-equal items.
+            return best_first(items, scores)[:k].tolist()
         fn = _METHODS[self.name]
         return list(fn(scores.astype(np.float64), self.item_emb[items], k, diversity))
