@@ -155,10 +155,20 @@ def _restricted(full: Matrix, active: Sequence[int]) -> Matrix:
     return Matrix(full.ranks, full.ranker_rank, valid, target, full.ids)
 
 
+def source_alone(full: Matrix) -> list[tuple[float, float]]:
+    """Each source's own order, as served when it is the only source (ties by item id make
+    the pool's candidate order irrelevant)."""
+    r, _ = full.recip(20.0)
+    return [objective(target_rank(r[..., s], _restricted(full, [s])))
+            for s in range(r.shape[-1])]
+
+
 def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], c: float,
-                   min_gain: float, start: dict[str, float] | None = None,
-                   ) -> tuple[list[int], np.ndarray]:
-    """Step 1 (no ranker): -> (active source columns, weights (S,)). ``start`` (another
+                   min_gain: float, single: Sequence[tuple[float, float]],
+                   start: dict[str, float] | None = None) -> tuple[list[int], np.ndarray]:
+    """Step 1 (no ranker): -> (active source columns, weights (S,)). ``single``: each
+    source's objective alone (``source_alone``; a monotone weight keeps its order, so it does
+    not depend on ``c``). ``start`` (another
     path's source weights, e.g. the cascade's) is a second starting point beside the best
     single source, so this path's fit is never below it on validation either."""
     r, _ = full.recip(c)
@@ -168,7 +178,6 @@ def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], 
         return objective(target_rank(fused_scores(r, w, r[..., 0], 0.0),
                                       _restricted(full, active)))
 
-    single = [score(np.eye(n)[s], [s]) for s in range(n)]
     best = int(np.argmax([v[0] + 1e-9 * v[1] for v in single]))
     w, active = np.eye(n)[best], [best]
     if start and all(s in names for s in start):
@@ -239,13 +248,13 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
     """Steps 1-4 above -> the plan, its validation figures in ``plan.validation``."""
     names = run.names
     full = matrix(run, names)
-    singles = {s: objective(fused_ranks(full_s, np.ones(1), 0.0, 20.0))
-               for s, full_s in ((s, matrix(run, [s])) for s in names)}
+    singles = dict(zip(names, source_alone(full), strict=True))
     best = None
     for c in c_grid:
         start_w = None if start is None else {s: start.weights.get(s, 0.0)
                                               for s in start.sources}
-        active, w = select_sources(full, names, required, c, min_gain, start_w)
+        active, w = select_sources(full, names, required, c, min_gain,
+                                   list(singles.values()), start_w)
         active_names = [names[s] for s in active]
         m = matrix(run, active_names)
         w_active, w_r, val = tune_weights(m, w[active].copy(), run.ranker is not None, c)

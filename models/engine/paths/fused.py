@@ -47,10 +47,6 @@ class FusedPath:
         self.rerank_window = rerank_window
         self.diversity = plan.diversity if diversity is None else diversity
 
-    @property
-    def sources(self) -> list[tuple[RecallSource, int]]:
-        return [(self.available[name], quota) for name, quota in self.plan.sources.items()]
-
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
