@@ -25,12 +25,13 @@ def tiny_config(**overrides: object) -> HSTURankerConfig:
 
 
 def make_model(
-    seed: int = 0, causal: bool = True, dtype: torch.dtype = torch.float64, n_layers: int = 2
+    seed: int = 0, causal: bool = True, dtype: torch.dtype = torch.float64, n_layers: int = 2,
+    aux: bool = False,
 ) -> HSTURanker:
     """Tiny model with every weight randomised (biases too), so no term is trivially zero."""
     torch.manual_seed(seed)
     cfg = tiny_config(n_layers=n_layers, max_history=64, n_time_buckets=16,
-                      causal_history=causal)
+                      causal_history=causal, aux_head=aux)
     model = HSTURanker(cfg).to(dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -158,6 +159,25 @@ def test_mfalcon_equals_naive(causal: bool, with_time: bool) -> None:
             t = None if ts is None else ts[None]
             one_pass = model.score_items(torch.zeros(1, 0), hist[None], items[None], t)[0]
             torch.testing.assert_close(one_pass, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("with_time", [False, True])
+def test_score_lists_equals_one_pass(causal: bool, with_time: bool) -> None:
+    """Training's batched M-FALCON (history encoded once per row, candidates against it) gives
+    the one-pass scores of both heads, rows of any valid length (empty included)."""
+    model = make_model(seed=16, causal=causal, aux=True)
+    g = torch.Generator().manual_seed(17)
+    hist = torch.stack([random_history(g, 11, v) for v in (11, 6, 1, 0)])  # (4, 11)
+    items = torch.randint(0, N_ITEMS, (4, 9), generator=g)
+    ts = None
+    if with_time:
+        ts = torch.sort(torch.randint(0, 10**8, (4, 11), generator=g), dim=1).values.double()
+    main, aux = model.score_lists(hist, items, ts, with_aux=True)
+    want_main, want_aux = model.score_items_with_aux(torch.zeros(4, 0), hist, items, ts)
+    torch.testing.assert_close(main, want_main, atol=1e-9, rtol=0)
+    torch.testing.assert_close(aux, want_aux, atol=1e-9, rtol=0)
+    assert model.score_lists(hist, items, ts)[1] is None
 
 
 def test_mfalcon_float32_and_query_time() -> None:

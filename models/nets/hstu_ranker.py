@@ -15,6 +15,11 @@ the cached history keys (one (b_m, L) block) plus its own key; the masked-out
 candidate-candidate block of the full sequence is never materialised. Cost O(L^2 + C L) instead
 of O(C L^2) for scoring each candidate in its own sequence; the scores are the same (same
 positions, biases, masks and the same per-row normaliser n = visible keys).
+
+Training uses the same split (``list_states``): a batch of histories is encoded once, then
+every row's candidates attend to its own history K/V, with gradients. With K candidates per
+row that costs O(L^2 + K L) instead of the one-pass ``score_items``' O((L + K)^2), which is
+what makes hundreds of negatives per example affordable on a CPU.
 """
 
 from __future__ import annotations
@@ -142,6 +147,28 @@ class HSTURanker(ItemScorer):
         x = run_layers(self.layers, x, mask, pos, t)  # (B, L+K, d)
         return self.out_norm(x[:, L:])
 
+    def list_states(self, history: torch.Tensor, items: torch.Tensor,
+                    timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """M-FALCON with gradients, for training: history (B, L), items (B, K) [, timestamps
+        (B, L)] -> final candidate states (B, K, d), equal to ``candidate_states`` (candidates
+        take the last history time): each row's history is encoded once, its candidates
+        attend to it."""
+        layers, _, valid = encode_history(self, history, timestamps, None)
+        m = valid.to(self.item_emb.weight.dtype)[:, None, None, :]  # (B, 1, 1, L)
+        n_keys = m.sum(-1, keepdim=True) + 1.0  # (B, 1, 1, 1): valid history + itself
+        x = self.item_emb(items) + self.cand_type  # (B, K, d)
+        for layer, lc in zip(self.layers, layers, strict=True):
+            x = attend_candidates(layer, lc, x, m, n_keys)
+        return self.out_norm(x)
+
+    def score_lists(self, history: torch.Tensor, items: torch.Tensor,
+                    timestamps: torch.Tensor | None = None, with_aux: bool = False,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``list_states`` -> (main logits (B, K), auxiliary logits (B, K) or None)."""
+        state = self.list_states(history, items, timestamps)
+        aux = self.aux_logits(state, items) if with_aux else None
+        return self.head_logits(state, items), aux
+
     def history_cache(self, history: torch.Tensor, timestamps: torch.Tensor | None = None,
                       query_time: torch.Tensor | None = None) -> HSTUCache:
         """One user's history (L,) [+ timestamps (L,), query_time ()] -> per-layer K/V cache
@@ -163,10 +190,10 @@ class HSTURanker(ItemScorer):
 
 @dataclass
 class LayerCache:
-    k: torch.Tensor  # (1, L, h, dqk) history keys
-    v: torch.Tensor  # (1, L, h, dv) history values
-    bias_hist: torch.Tensor  # (1, h, 1, L) rab of a candidate (position L) vs history keys
-    bias_self: torch.Tensor  # (1, 1, h) rab of a candidate vs itself
+    k: torch.Tensor  # (B, L, h, dqk) history keys (B = 1 when serving)
+    v: torch.Tensor  # (B, L, h, dv) history values
+    bias_hist: torch.Tensor  # (B|1, h, 1, L) rab of a candidate (position L) vs history keys
+    bias_self: torch.Tensor  # (B|1, 1, h) rab of a candidate vs itself
 
 
 @dataclass
@@ -177,35 +204,56 @@ class HSTUCache:
     history_states: list[torch.Tensor]  # per layer output over the history, each (1, L, d)
 
 
+def encode_history(model: HSTURanker, hist: torch.Tensor, t_h: torch.Tensor | None,
+                   query_time: torch.Tensor | None,
+                   ) -> tuple[list[LayerCache], list[torch.Tensor], torch.Tensor]:
+    """hist (B, L), t_h (B, L) seconds or None, query_time (B,) or None -> (per-layer K/V
+    and candidate biases, per-layer history outputs (B, L, d), valid (B, L)). Differentiable:
+    serving wraps it in no_grad (``build_history_cache``), training back-propagates."""
+    L = hist.shape[1]
+    pos = torch.arange(L + 1, device=hist.device)[None]  # (1, L+1); candidates sit at L
+    valid = history_mask(hist, model.n_items)  # (B, L)
+    mask = model.history_attention_mask(valid)  # (B, L, L)
+    t_all = t_q = None
+    if t_h is not None:
+        t_q = model.query_times(t_h, query_time)[:, None]  # (B, 1)
+        t_all = torch.cat([t_h, t_q], 1)  # (B, L+1)
+    x = model.item_emb(hist)  # (B, L, d)
+    layers, states = [], []
+    if model.layers:  # bucket indices are shared by the layers: computed once
+        hist_b = model.layers[0].buckets(pos[:, :L], pos[:, :L], t_h, t_h)  # (B|1, L, L)
+        cand_b = model.layers[0].buckets(pos[:, L:], pos, t_q, t_all)  # (B|1, 1, L+1)
+    for layer in model.layers:
+        u, q, k, v = layer.project(x)
+        x = layer.finish(layer.attend(q, k, v, layer.bias(*hist_b), mask), u, x)
+        cand = layer.bias(*cand_b)  # (B|1, h, 1, L+1) a candidate (position L) vs history+self
+        layers.append(LayerCache(k=k, v=v, bias_hist=cand[..., :L],
+                                 bias_self=cand[..., L].transpose(1, 2)))
+        states.append(x)
+    return layers, states, valid
+
+
+def attend_candidates(layer: nn.Module, lc: LayerCache, x: torch.Tensor, m: torch.Tensor,
+                      n_keys: torch.Tensor | int) -> torch.Tensor:
+    """One layer for candidate tokens x (B, b, d) that see their row's cached history (``lc``;
+    m (B, 1, 1, L) its valid keys) and themselves, never each other; n_keys: visible keys
+    per row, int or (B, 1, 1, 1) -> (B, b, d)."""
+    u, q, k, v = layer.project(x)  # (B, b, h, *)
+    s_h = torch.einsum("bihd,bjhd->bhij", q, lc.k) + lc.bias_hist  # (B, h, b, L)
+    s_s = (q * k).sum(-1) + lc.bias_self  # (B, b, h) each candidate vs itself
+    a = torch.einsum("bhij,bjhd->bihd", F.silu(s_h) * m, lc.v)  # (B, b, h, dv)
+    a = (a + F.silu(s_s)[..., None] * v) / n_keys
+    return layer.finish(a, u, x)  # (B, b, d)
+
+
 @torch.no_grad()
 def build_history_cache(model: HSTURanker, history: torch.Tensor,
                         timestamps: torch.Tensor | None = None,
                         query_time: torch.Tensor | None = None) -> HSTUCache:
     """history (L,), timestamps (L,) seconds or None, query_time () or None -> HSTUCache."""
-    L = history.shape[0]
-    dev = history.device
-    hist = history[None]  # (1, L)
-    valid = history_mask(hist, model.n_items)  # (1, L)
-    mask = model.history_attention_mask(valid)  # (1, L, L)
-    pos = torch.arange(L + 1, device=dev)[None]  # (1, L+1); candidates sit at L
     t_h = None if timestamps is None else timestamps[None]  # (1, L)
-    t_all = t_q = None
-    if t_h is not None:
-        tq = model.query_times(t_h, None if query_time is None else query_time.reshape(1))
-        t_q = tq[:, None]  # (1, 1)
-        t_all = torch.cat([t_h, t_q], 1)  # (1, L+1)
-    x = model.item_emb(hist)  # (1, L, d)
-    layers, states = [], []
-    if model.layers:  # bucket indices are shared by the layers: computed once
-        hist_b = model.layers[0].buckets(pos[:, :L], pos[:, :L], t_h, t_h)  # (1, L, L)
-        cand_b = model.layers[0].buckets(pos[:, L:], pos, t_q, t_all)  # (1, 1, L+1)
-    for layer in model.layers:
-        u, q, k, v = layer.project(x)
-        x = layer.finish(layer.attend(q, k, v, layer.bias(*hist_b), mask), u, x)
-        cand = layer.bias(*cand_b)  # (1, h, 1, L+1) a candidate (position L) vs history+self
-        layers.append(LayerCache(k=k, v=v, bias_hist=cand[..., :L],
-                                 bias_self=cand[..., L].transpose(1, 2)))
-        states.append(x)
+    qt = None if query_time is None else query_time.reshape(1)
+    layers, states, valid = encode_history(model, history[None], t_h, qt)
     return HSTUCache(layers=layers, valid=valid[0], n_keys=int(valid.sum()) + 1,
                      history_states=states)
 
@@ -222,12 +270,7 @@ def candidate_states_with_cache(model: HSTURanker, cache: HSTUCache, items: torc
         mb = items[start:start + microbatch][None]  # (1, b)
         x = model.item_emb(mb) + model.cand_type  # (1, b, d)
         for layer, lc in zip(model.layers, cache.layers, strict=True):
-            u, q, k, v = layer.project(x)  # (1, b, h, *)
-            s_h = torch.einsum("bihd,bjhd->bhij", q, lc.k) + lc.bias_hist  # (1, h, b, L)
-            s_s = (q * k).sum(-1) + lc.bias_self  # (1, b, h) each candidate vs itself
-            a = torch.einsum("bhij,bjhd->bihd", F.silu(s_h) * m, lc.v)  # (1, b, h, dv)
-            a = (a + F.silu(s_s)[..., None] * v) / cache.n_keys
-            x = layer.finish(a, u, x)  # (1, b, d)
+            x = attend_candidates(layer, lc, x, m, cache.n_keys)  # (1, b, d)
         out.append(model.out_norm(x)[0])  # (b, d)
     if not out:
         return model.item_emb.weight.new_zeros(0, model.cfg.dim)

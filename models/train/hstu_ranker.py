@@ -1,26 +1,32 @@
-"""HSTU ranker training: next interaction against sampled negatives, plus an optional
-auxiliary label (rating >= 4 on MovieLens) on a second head.
+"""HSTU ranker training: the next interaction against many negatives (sampled softmax, the
+objective that works for HSTU retrieval), hard ones from the path's own recall candidates,
+plus an optional auxiliary label (rating >= 4 on MovieLens) on a second head.
 
 One example is (user, position t) of a ``split.train`` sequence: history = seq[:t] (its last
-``max_history`` items), candidates = [seq[t]] + ``n_negatives`` items drawn uniformly among
-those the user never consumed in training (so never the target). Candidates see the whole
-history and themselves, never each other (``HSTURanker.sequence_mask``), so one HSTU pass over
-``history + candidates`` scores every candidate exactly as it would be scored alone; the main
-loss is softmax cross-entropy over the candidate list (target at index 0). With ratings and
-``model.cfg.aux_head``, the target's auxiliary logit is trained with BCE on rating >= 4.
+``max_history`` items), candidates = [seq[t]] + ``n_hard`` items drawn from the user's
+candidate pool (what the generative path's recall sources proposed for the user's latest
+training positions, ``models/build/ranker_candidates.py``: the lists the ranker reorders when
+serving) + ``n_negatives`` items drawn uniformly; every negative is an item the user never
+consumed in training (so never the target). The main loss is softmax cross-entropy over the
+candidate list (target at index 0). With ratings and ``model.cfg.aux_head``, the target's
+auxiliary logit is trained with BCE on rating >= 4. Without pools (or ``n_hard = 0``) every
+negative is uniform.
+
+Candidates see the whole history and themselves, never each other, so training scores them
+M-FALCON style (``HSTURanker.list_states``): each row's history is encoded once and its
+1 + n_hard + n_negatives candidates attend to it, O(L^2 + K L) per row rather than
+O((L + K)^2) for one pass over ``history + candidates``; the scores are the same.
 
 Timestamps: when given, the history's timestamps are fed and ``query_time`` is left None, so
 candidates take the last history timestamp. Serving does the same (``HSTURankStage``): a
 replayed dataset's "now" is unknowable at serving time, and training with the true next-event
 time would teach the time bias a signal serving can never supply.
 
-Cost: attention is O((L + K)^2) per example. Batches are formed from examples of similar
-history length and cut to the longest history in the batch (left padding is invisible to the
-model, so trimming it is exact): 2.7x less attention work than random batches padded to
-their longest history on ml-100k. Even so one epoch over all ~97k ml-100k positions at
-L = 200 would take ~3.5 min on 2 CPU cores, so each epoch takes every user's last
-``recent_per_user`` positions (the ones most like the serving-time query: longest histories,
-most recent tastes) plus a fresh ``sample_frac`` of the others (23k examples, ~50 s).
+Batches are formed from examples of similar history length and cut to the longest history in
+the batch (left padding is invisible to the model, so trimming it is exact). Each epoch takes
+every user's last ``recent_per_user`` positions (the ones most like the serving-time query:
+longest histories, most recent tastes, and the positions the pools were mined for) plus a
+fresh ``sample_frac`` of the others.
 """
 
 from __future__ import annotations
@@ -34,19 +40,26 @@ import torch.nn.functional as F
 from models.data.dataset import Split
 from models.nets.hstu_ranker import HSTURanker
 from models.train.loop import run_epochs, setup
-from models.train.samples import build_samples, consumed_keys, sample_negatives
+from models.train.samples import (
+    CandidatePools,
+    build_samples,
+    consumed_keys,
+    sample_mixed_negatives,
+)
 
 
 @dataclass
 class HSTUTrainConfig:
-    # ml-100k, default HSTURankerConfig (aux head, timestamps), 2 idle CPU cores: ~50 s per
-    # epoch (23.3k examples, 182 batches). Test HR@10 against 100 random unconsumed negatives:
-    # 0.51 after 1 epoch, 0.677 after 4, 0.680 after 6, so 4 (~3.5 min).
     epochs: int = 4
-    batch_size: int = 128  # examples per batch; each brings 1 + n_negatives candidates
+    batch_size: int = 128  # examples per batch; each brings 1 + n_hard + n_negatives candidates
     lr: float = 2e-3
     weight_decay: float = 0.0
-    n_negatives: int = 32
+    n_negatives: int = 32  # uniform unconsumed items per example
+    n_hard: int = 0  # per example, from the user's recall candidate pool (when given)
+    # Mining the pools (models/build/ranker_candidates.py): each user's last ``mine_positions``
+    # training positions are sent to the path's recall sources, ``mine_quota`` items each.
+    mine_positions: int = 1
+    mine_quota: int = 50
     aux_weight: float = 0.5  # weight of the auxiliary BCE next to the main cross-entropy
     max_history: int | None = None  # None: the model's cfg.max_history
     recent_per_user: int = 16  # every epoch: each user's last N training positions...
@@ -110,12 +123,13 @@ def length_batches(idx: np.ndarray, lengths: np.ndarray, batch_size: int, chunk:
 def train_hstu(model: HSTURanker, split: Split, n_items: int, cfg: HSTUTrainConfig,
                ratings: list[np.ndarray] | None = None,
                timestamps: list[np.ndarray] | None = None,
-               progress: bool = True) -> list[float]:
+               progress: bool = True, pools: CandidatePools | None = None) -> list[float]:
     """Train ``model`` in place; returns the mean loss (main + aux_weight * aux) per epoch.
 
     ratings / timestamps: per user, aligned with ``split.train`` (the full sequences' arrays
     work too, only their training prefix is read). The auxiliary loss runs only when ratings
-    are given and the model has an aux head."""
+    are given and the model has an aux head. pools: per user, recall candidates never
+    consumed in training, the source of the ``n_hard`` negatives."""
     rng = setup(cfg.seed, cfg.num_threads)
     L = cfg.max_history or model.cfg.max_history
     samples = build_samples(split.train, L, pad=n_items)
@@ -129,7 +143,6 @@ def train_hstu(model: HSTURanker, split: Split, n_items: int, cfg: HSTUTrainConf
     use_aux = ratings is not None and model.aux_head is not None and cfg.aux_weight > 0
     flat_r = _aligned("ratings", ratings, split.train, L, np.float64) if use_aux else None
     consumed = consumed_keys(split.train, n_items)
-    k = cfg.n_negatives
 
     # This epoch's examples (sel, into samples), their negatives (len(sel), k) and batches of
     # rows of sel; rebuilt by new_epoch.
@@ -139,7 +152,8 @@ def train_hstu(model: HSTURanker, split: Split, n_items: int, cfg: HSTUTrainConf
     def new_epoch(_: int) -> None:
         sel = select_positions(counts, cfg.recent_per_user, cfg.sample_frac, rng)
         epoch["sel"] = sel
-        epoch["negs"] = sample_negatives(samples.users[sel], k, n_items, consumed, rng)
+        epoch["negs"] = sample_mixed_negatives(samples.users[sel], cfg.n_hard, cfg.n_negatives,
+                                               n_items, consumed, rng, pools)
         batches[:] = length_batches(np.arange(len(sel)), hist_len[sel], cfg.batch_size,
                                     cfg.length_chunk, rng)
 
@@ -154,16 +168,15 @@ def train_hstu(model: HSTURanker, split: Split, n_items: int, cfg: HSTUTrainConf
         ts = None if flat_t is None else torch.from_numpy(flat_t[win]).to(dev)  # (b, m) s
         items = torch.from_numpy(
             np.concatenate([samples.targets[idx, None], epoch["negs"][rows]], axis=1)
-        ).to(dev)  # (b, 1+k)
-        no_codes = torch.zeros(len(idx), 0, dtype=torch.long, device=dev)  # HSTU: no codes
+        ).to(dev)  # (b, K) = (b, 1 + n_hard + n_negatives)
         zeros = torch.zeros(len(idx), dtype=torch.long, device=dev)  # target at index 0
+        state = model.list_states(history, items, ts)  # (b, K, d)
+        main = F.cross_entropy(model.head_logits(state, items), zeros)
         if flat_r is None:
-            logits = model.score_items(no_codes, history, items, ts)  # (b, 1+k)
-            return F.cross_entropy(logits, zeros)
-        logits, aux = model.score_items_with_aux(no_codes, history, items, ts)  # (b, 1+k) x2
-        main = F.cross_entropy(logits, zeros)
+            return main
+        aux = model.aux_logits(state[:, :1], items[:, :1])[:, 0]  # (b,) the target's only
         label = torch.from_numpy(flat_r[samples.starts[idx] + L] >= 4.0).to(dev, aux.dtype)
-        return main + cfg.aux_weight * F.binary_cross_entropy_with_logits(aux[:, 0], label)
+        return main + cfg.aux_weight * F.binary_cross_entropy_with_logits(aux, label)
 
     # The loop's rows are whole batches (rebuilt each epoch by new_epoch), one per step.
     n_recent = int(np.minimum(counts, max(cfg.recent_per_user, 0)).sum())

@@ -96,3 +96,41 @@ def sample_negatives(users: np.ndarray, k: int, n_items: int, consumed: np.ndarr
         if len(allowed):
             neg[rows] = rng.choice(allowed, size=int(rows.sum()))
     return neg
+
+
+@dataclass
+class CandidatePools:
+    """Per user, the items the path's recall sources proposed that the user never consumed in
+    training: the ranker's hard negatives (``models/build/ranker_candidates.py`` mines them).
+    User u's pool is ``flat[offsets[u] : offsets[u + 1]]``."""
+
+    flat: np.ndarray  # (P,) int64
+    offsets: np.ndarray  # (n_users + 1,) int64
+
+    @classmethod
+    def from_lists(cls, pools: list[np.ndarray]) -> CandidatePools:
+        sizes = np.array([len(p) for p in pools], dtype=np.int64)
+        flat = (np.concatenate([np.asarray(p, dtype=np.int64) for p in pools]) if pools
+                else np.zeros(0, dtype=np.int64))
+        return cls(flat=flat, offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+
+    def sizes(self) -> np.ndarray:
+        """(n_users,) pool size per user."""
+        return np.diff(self.offsets)
+
+
+def sample_mixed_negatives(users: np.ndarray, n_hard: int, n_uniform: int, n_items: int,
+                           consumed: np.ndarray, rng: np.random.Generator,
+                           pools: CandidatePools | None = None) -> np.ndarray:
+    """(N,) users -> (N, n_hard + n_uniform) negatives: ``n_hard`` drawn uniformly (with
+    replacement) from each user's candidate pool, then ``n_uniform`` uniform unconsumed items
+    (``sample_negatives``). A user with an empty pool, or no pools at all, gets uniform items
+    in the hard columns too. Pools hold no consumed item, so no column is ever a positive."""
+    uniform = sample_negatives(users, n_uniform + n_hard, n_items, consumed, rng)
+    if pools is None or n_hard == 0 or len(users) == 0:
+        return uniform
+    size = pools.sizes()[users]  # (N,)
+    has = np.flatnonzero(size > 0)  # rows whose user has a pool
+    pick = (rng.random((len(has), n_hard)) * size[has, None]).astype(np.int64)  # (n, n_hard)
+    uniform[has, :n_hard] = pools.flat[pools.offsets[users[has]][:, None] + pick]
+    return uniform
