@@ -27,6 +27,39 @@ from index.semantic_id_trie import SemanticIdTrie
 _EMPTY = np.empty(0, dtype=np.int64)
 
 
+def spread_collisions(codes: np.ndarray, last_dist: np.ndarray) -> np.ndarray:
+    """Collision handling before the disambiguation token (in the spirit of LC-Rec / LETTER):
+    codes (N, L), last_dist (N, K) each item's distance to every last-level code -> new codes
+    (N, L) where, within every group of items sharing the first L-1 codes, items that shared
+    a full tuple move to distinct last-level codes. Per such group the last codes are an
+    optimal assignment (scipy ``linear_sum_assignment``, least total distance) of its items to
+    the codes that no collision-free item of the group holds; a group with more items than
+    codes keeps its overflow on nearest codes (the 4th token separates those). Items that
+    collided with nothing keep their codes."""
+    from scipy.optimize import linear_sum_assignment
+
+    codes = np.array(codes, dtype=np.int64)  # a copy
+    n, k = len(codes), last_dist.shape[1]
+    if n < 2:
+        return codes
+    _, full_inv, full_cnt = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    collided = full_cnt[full_inv.reshape(-1)] > 1  # (N,)
+    _, pre_inv = np.unique(codes[:, :-1], axis=0, return_inverse=True)
+    pre_inv = pre_inv.reshape(-1)  # (N,) prefix group of each item
+    for g in np.unique(pre_inv[collided]):
+        members = np.flatnonzero(pre_inv == g)
+        movers = members[collided[members]]
+        free = np.setdiff1d(np.arange(k), codes[members[~collided[members]], -1])
+        if len(free) == 0:
+            continue
+        cost = last_dist[np.ix_(movers, free)]  # (m, f)
+        rows, cols = linear_sum_assignment(cost)  # min(m, f) distinct codes
+        codes[movers[rows], -1] = free[cols]
+        rest = np.setdiff1d(np.arange(len(movers)), rows)  # overflow: nearest code
+        codes[movers[rest], -1] = free[np.argmin(cost[rest], axis=1)]
+    return codes
+
+
 def append_dedup_token(codes: np.ndarray) -> np.ndarray:
     """codes (N, L) -> (N, L+1): the last column counts earlier items with the same codes."""
     codes = np.asarray(codes, dtype=np.int64)

@@ -8,8 +8,9 @@ Written next to the other components' files (``models.registry``):
 
 The item embedding source is chosen per dataset (``semantic_ids.source``): "content" embeds
 "title | genres | year" with MiniLM (items with text, e.g. MovieLens), "collaborative" uses the
-trained two-tower's item vectors (items without text, e.g. Amazon Beauty); "auto" picks content
-when the dataset has titles.
+trained two-tower's item vectors (items without text, e.g. Amazon Beauty), "both" concatenates
+the two (each unit-norm, so they weigh alike); "auto" picks content when the dataset has
+titles.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from index.semantic_ids import SemanticIds
+from index.semantic_ids import SemanticIds, spread_collisions
 from models.artifacts.checkpoint import save_model
 from models.build.content import content_vectors
 from models.build.job import BuildJob
@@ -47,15 +48,41 @@ def item_embedding_source(ds: Dataset, source: str,
     content build needs no two-tower file (a GPU box retraining from a carried cache)."""
     if source == "auto":
         source = "content" if ds.item_side.titles is not None else "collaborative"
-    if source == "content":
-        return source, content_vectors(ds, cache_dir)
-    if source == "collaborative":
-        x = np.asarray(collaborative() if callable(collaborative) else collaborative,
-                       dtype=np.float32)
+    if source not in ("content", "collaborative", "both"):
+        raise ValueError("semantic_ids.source must be auto, content, collaborative or both, "
+                         f"not {source!r}")
+    parts = []
+    if source in ("content", "both"):
+        parts.append(np.asarray(content_vectors(ds, cache_dir), dtype=np.float32))  # unit
+    if source in ("collaborative", "both"):
         # Unit-norm vectors: the RQ-VAE's k-means and MSE then work on directions, as with
         # MiniLM's normalised output.
-        return source, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    raise ValueError(f"semantic_ids.source must be auto, content or collaborative, not {source!r}")
+        parts.append(_unit(collaborative() if callable(collaborative) else collaborative))
+    if len(parts) == 1:
+        return source, parts[0]
+    # Both: each unit-norm part carries half of the concatenation's squared norm.
+    return source, np.concatenate([_unit(p) for p in parts], axis=1) / np.sqrt(2.0)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, float32 (N, D)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def semantic_ids_from(model: RQVAE, x: np.ndarray) -> tuple[SemanticIds, dict[str, Any]]:
+    """Codes of the trained ``model`` for item vectors x (N, D) -> (unique semantic IDs,
+    stats: codebook use, collision rate and max items per code before the 4th token, and
+    before spreading when the config spreads collisions)."""
+    model.eval()
+    codes, dist = model.last_level_distances(torch.from_numpy(x))
+    codes = codes.numpy()  # (N, levels)
+    raw = code_stats(codes, model.cfg.codebook_size)
+    if model.cfg.reassign_collisions:
+        codes = spread_collisions(codes, dist.numpy())
+    stats = code_stats(codes, model.cfg.codebook_size)
+    stats["collision_rate_nearest"] = raw["collision_rate"]
+    return SemanticIds.from_codes(codes), stats
 
 
 def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
@@ -72,13 +99,10 @@ def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
     job.console.print(f"training [bold]RQ-VAE[/] on {source} item vectors "
                       f"({cfg.levels} x {cfg.codebook_size} codes)")
     train_rqvae(model, x, train_cfg, progress=job.progress)
-    model.eval()
-    codes = model.encode_codes(torch.from_numpy(x)).numpy()  # (n_items, levels)
-    sids = SemanticIds.from_codes(codes)
+    sids, stats = semantic_ids_from(model, x)
     save_model(model, job.out, "rqvae")
     sids.save(job.out / SEMANTIC_IDS)
     job.timings["rqvae"] = time.perf_counter() - t  # beside "semantic_ids", which adds encoding
-    stats = code_stats(codes, cfg.codebook_size)
     util = ", ".join(f"{u:.1%}" for u in stats["utilisation"])
     job.console.print(f"semantic IDs: codebook use per level {util}; "
                       f"{stats['collision_rate']:.1%} of items share codes (4th token separates)")
@@ -88,6 +112,7 @@ def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
         "codebook_size": cfg.codebook_size,
         "utilisation": [round(float(u), 4) for u in stats["utilisation"]],
         "collision_rate": round(float(stats["collision_rate"]), 4),
+        "collision_rate_nearest_codes": round(float(stats["collision_rate_nearest"]), 4),
         "max_items_per_code": stats["max_group"],
         "id_length": sids.length,
         "model": dataclasses.asdict(cfg),

@@ -10,6 +10,13 @@ Per level l with residual r_l and chosen code e_l (VQ-VAE, van den Oord et al. 2
     codebook loss   ||sg(r_l) - e_l||^2        moves the code toward the residual
     commitment loss beta * ||r_l - sg(e_l)||^2 keeps the encoder near its codes
 Squared errors are summed over the feature axis and averaged over rows.
+
+Code balancing (LC-Rec, Zheng et al. ICDE 2024; LETTER, Wang et al. CIKM 2024): with
+``sinkhorn_eps`` > 0 the last level's codes are chosen during training by a Sinkhorn-Knopp
+balanced assignment over the batch (every code gets about B/K rows) instead of the nearest
+code, which spreads items that would pile onto one code. Final codes are always the nearest
+ones (``encode_codes``); collisions left then are spread by ``index.semantic_ids.
+spread_collisions`` when ``reassign_collisions`` is set (the build does it).
 """
 
 from __future__ import annotations
@@ -32,6 +39,14 @@ class RQVAEConfig:
     beta: float = 0.25
     kmeans_iters: int = 25  # faiss.Kmeans iterations per level in init_codebooks
     seed: int = 0  # k-means seed
+    # > 0: Sinkhorn-balanced last-level assignment while training (LC-Rec uses 0.003 on
+    # distances scaled to [-1, 1]); 0: nearest code, as in TIGER.
+    sinkhorn_eps: float = 0.0
+    sinkhorn_iters: int = 50
+    # True: items left sharing all ``levels`` codes move to the nearest free last-level code
+    # under their prefix (optimal assignment per prefix), so the disambiguation token is
+    # needed only where a prefix holds more than codebook_size items.
+    reassign_collisions: bool = False
 
 
 def _mlp(dims: list[int]) -> nn.Sequential:
@@ -56,6 +71,22 @@ def nearest_code(r: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return d.argmin(dim=-1)
 
 
+@torch.no_grad()
+def sinkhorn_codes(d: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
+    """Balanced assignment: d (N, K) distances -> (N,) int64 codes, the argmax per row of the
+    Sinkhorn-Knopp transport plan with uniform marginals (each code ~N/K rows), entropic
+    regularisation ``eps`` on distances rescaled to [-1, 1] (as in LC-Rec)."""
+    d = d.double()
+    mid = (d.max() + d.min()) / 2
+    amp = (d.max() - mid).clamp_min(1e-12)
+    logq = -((d - mid) / amp) / eps  # (N, K) log of the unnormalised plan
+    n, k = d.shape
+    for _ in range(iters):  # alternate the marginals in log space (no overflow at small eps)
+        logq = logq - torch.logsumexp(logq, 0, keepdim=True) - np.log(k)  # columns: 1/K
+        logq = logq - torch.logsumexp(logq, 1, keepdim=True) - np.log(n)  # rows: 1/N
+    return logq.argmax(-1)
+
+
 class RQVAE(nn.Module):
     def __init__(self, cfg: RQVAEConfig) -> None:
         super().__init__()
@@ -71,17 +102,23 @@ class RQVAE(nn.Module):
 
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (N, D) -> (z_q (N, D) with STE gradient, codes (N, levels) int64, loss scalar)."""
+        cfg = self.cfg
         residual = z
         z_sum = torch.zeros_like(z)  # (N, D) sum of the chosen codes
         codes = []
         loss = z.new_zeros(())
-        for level in range(self.cfg.levels):
+        for level in range(cfg.levels):
             cb = self.codebooks[level]  # (K, D)
-            idx = nearest_code(residual.detach(), cb.detach())  # (N,)
+            if (self.training and cfg.sinkhorn_eps > 0 and level == cfg.levels - 1
+                    and len(z) > 1):
+                d = torch.cdist(residual.detach(), cb.detach()).pow(2)  # (N, K)
+                idx = sinkhorn_codes(d, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+            else:
+                idx = nearest_code(residual.detach(), cb.detach())  # (N,)
             e = cb[idx]  # (N, D), differentiable w.r.t. the codebook
             codebook_loss = sq_err(residual.detach(), e)
             commit_loss = sq_err(residual, e.detach())
-            loss = loss + codebook_loss + self.cfg.beta * commit_loss
+            loss = loss + codebook_loss + cfg.beta * commit_loss
             z_sum = z_sum + e
             residual = residual - e.detach()
             codes.append(idx)
@@ -104,8 +141,23 @@ class RQVAE(nn.Module):
 
     @torch.no_grad()
     def encode_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, in_dim) -> (N, levels) int64 codes, one per level."""
-        return self.quantize(self.encoder(x))[1]
+        """x (N, in_dim) -> (N, levels) int64 codes, one per level (the nearest codes, even
+        in training mode: Sinkhorn balancing is a training device)."""
+        return self.last_level_distances(x)[0]
+
+    @torch.no_grad()
+    def last_level_distances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, in_dim) -> (codes (N, levels) nearest codes, squared distances (N, K) of each
+        row's last-level residual to every last-level code)."""
+        was = self.training
+        self.eval()  # nearest codes, no Sinkhorn
+        z = self.encoder(x)  # (N, D)
+        codes = self.quantize(z)[1]
+        last = self.cfg.levels - 1
+        residual = z - sum((self.codebooks[lv][codes[:, lv]] for lv in range(last)),
+                           torch.zeros_like(z))  # what the last level quantises
+        self.train(was)
+        return codes, torch.cdist(residual, self.codebooks[last]).pow(2)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,10 @@ tokens, and writes the next item's semantic ID one token at a time:
     decoder input   [BOS]  t_0 t_1 .. t_T-2          -> head j predicts t_j (radix[j] logits)
 
 Each ID position j has its own token table (radix[j] rows), shared by encoder and decoder; a
-history token also gets a learned item-slot embedding (by recency: the newest item is slot 0)
-and a learned position-within-ID embedding. Users are hashed into ``n_user_buckets`` rows
-(``user_bucket``); bucket 0 is reserved for anonymous / unknown users.
+history token also gets a learned item-slot embedding (by recency: the newest item is slot 0;
+a ``causal`` model numbers slots from the oldest item instead, so that every prefix of a chunk
+reads as it would alone) and a learned position-within-ID embedding. Users are hashed into
+``n_user_buckets`` rows (``user_bucket``); bucket 0 is reserved for anonymous / unknown users.
 
 The model takes token tensors, not item ids: callers turn dense item ids into tokens with
 ``pack_histories(sids.ids, ...)``. It keeps no catalogue buffer, so one checkpoint needs only
@@ -81,6 +82,22 @@ class TigerConfig:
     ff_dim: int = 512
     max_history: int = 50  # items (each is len(radix) encoder tokens)
     dropout: float = 0.1
+    # True: an item may attend only to the user token and to items no newer than itself, so
+    # one encoder pass over a chunk of history serves a next-item target at every position
+    # (``forward_chunk``; SASRec's trick): ~C targets for the price of about two samples.
+    # Serving is unchanged: the next item follows the whole history.
+    causal: bool = False
+    # True: the output heads score with the token tables (logits_j = h . tok_emb_j), so one
+    # embedding per semantic-ID token serves encoder input, decoder input and decoder output.
+    tie_heads: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            ok = [h for h in range(1, self.dim + 1) if self.dim % h == 0]
+            near = min(ok, key=lambda h: (abs(h - self.n_heads), h))
+            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads} "
+                             f"(nn.MultiheadAttention splits dim across heads); the nearest "
+                             f"valid count is {near}")
 
 
 @dataclass
@@ -122,7 +139,11 @@ class TIGER(nn.Module):
         self.encoder = nn.TransformerEncoder(enc_layer(), cfg.enc_layers, nn.LayerNorm(d),
                                              enable_nested_tensor=False)
         self.decoder = nn.TransformerDecoder(dec_layer(), cfg.dec_layers, nn.LayerNorm(d))
-        self.heads = nn.ModuleList(nn.Linear(d, r) for r in self.radix)
+        # Tied: only a bias per token (radix[j],); the weights are tok_emb[j]'s.
+        self.heads = nn.ModuleList(nn.Linear(d, r, bias=not cfg.tie_heads) for r in self.radix)
+        if cfg.tie_heads:
+            for head, emb in zip(self.heads, self.tok_emb, strict=True):
+                head.weight = emb.weight
 
     @property
     def length(self) -> int:
@@ -140,11 +161,29 @@ class TIGER(nn.Module):
             raise ValueError(f"tokens {tuple(tokens.shape)} exceed max_history "
                              f"{self.cfg.max_history} or do not have {self.length} positions")
         tok = torch.stack([emb(tokens[..., j]) for j, emb in enumerate(self.tok_emb)], 2)
-        slots = torch.arange(L - 1, -1, -1, device=tokens.device)  # (L,) newest item = 0
-        x = tok + self.slot_emb(slots)[None, :, None] + self.enc_tokpos.weight[None, None]
+        if self.cfg.causal:  # (B, L) slot = place among the real items from the oldest, so
+            # an item's input does not depend on how many newer items follow it
+            slots = (valid.long().cumsum(1) - 1).clamp_min(0)
+        else:  # (1, L) by recency: the newest item is slot 0
+            slots = torch.arange(L - 1, -1, -1, device=tokens.device)[None]
+        x = tok + self.slot_emb(slots)[:, :, None] + self.enc_tokpos.weight[None, None]
         x = torch.cat([self.user_emb(users)[:, None], x.reshape(B, L * T, -1)], 1)
         pad = torch.cat([valid.new_zeros(B, 1), ~valid.repeat_interleave(T, dim=1)], 1)
-        return self.encoder(x, src_key_padding_mask=pad), pad
+        mask = None
+        if self.cfg.causal:  # (S, S) True = hidden: keys of items newer than the query's
+            item = self._item_of_token(L, tokens.device)
+            mask = item[None, :] > item[:, None]
+        return self.encoder(x, mask=mask, src_key_padding_mask=pad), pad
+
+    def _item_of_token(self, L: int, device: torch.device) -> torch.Tensor:
+        """(1 + L*T,) history item of each encoder token: -1 for the user token, then
+        0, 0, .., L-1 (T tokens per item)."""
+        tok = torch.arange(L * self.length, device=device) // self.length
+        return torch.cat([tok.new_full((1,), -1), tok])
+
+    def _logits(self, h: torch.Tensor, j: int) -> torch.Tensor:
+        """h (..., d) decoder output at ID position j -> (..., radix[j]) logits."""
+        return self.heads[j](h)
 
     # ---- decoder, teacher forced -------------------------------------------------------------
     def decoder_input(self, prefix: torch.Tensor) -> torch.Tensor:
@@ -166,7 +205,29 @@ class TIGER(nn.Module):
                                                                 dtype=x.dtype)
         h = self.decoder(x, memory, tgt_mask=causal, tgt_is_causal=True,
                          memory_key_padding_mask=pad)  # (B, T, d)
-        return [head(h[:, j]) for j, head in enumerate(self.heads)]
+        return [self._logits(h[:, j], j) for j in range(T)]
+
+    def forward_chunk(self, users: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
+                      target: torch.Tensor) -> list[torch.Tensor]:
+        """Teacher forcing at every position of a history chunk (``causal`` models only).
+        tokens (B, C, T) and valid (B, C) as for ``encode``; target (B, C, T): target[:, i] is
+        the item after history item i. -> per ID position j the logits (B, C, radix[j]) of
+        target[:, i, j] given the user, items 0..i and target[:, i, :j]; row i equals
+        ``forward`` on items 0..i alone (up to float rounding)."""
+        if not self.cfg.causal:
+            raise ValueError("forward_chunk needs a causal encoder (TigerConfig.causal)")
+        memory, pad = self.encode(users, tokens, valid)  # (B, S, d), S = 1 + C*T
+        B, C, T = target.shape
+        x = self.decoder_input(target[..., :-1]).reshape(B, C * T, -1)  # (B, C*T, d)
+        block = torch.arange(C * T, device=x.device) // T  # (C*T,) target of each query
+        pos = torch.arange(C * T, device=x.device)
+        # Self-attention within each target's own tokens, causal; cross-attention to the user
+        # token and history items 0..i for target i.
+        tgt_mask = (block[None, :] != block[:, None]) | (pos[None, :] > pos[:, None])
+        mem_mask = self._item_of_token(C, x.device)[None, :] > block[:, None]  # (C*T, S)
+        h = self.decoder(x, memory, tgt_mask=tgt_mask, memory_mask=mem_mask,
+                         memory_key_padding_mask=pad).view(B, C, T, -1)
+        return [self._logits(h[:, :, j], j) for j in range(T)]
 
     def log_prob(self, users: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
@@ -209,4 +270,4 @@ class TIGER(nn.Module):
             x = x + mha.out_proj(o.transpose(1, 2).reshape(U * W, p + 1, d))
             x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
         last = self.decoder.norm(x[:, -1])  # (U*W, d)
-        return self.heads[p](last).view(U, W, -1)
+        return self._logits(last, p).view(U, W, -1)

@@ -1,0 +1,228 @@
+"""Semantic-ID generator variants on the validation split: RQ-VAE item vectors, code balancing
+and collision handling, TIGER's size and training sample; per variant validation HR/NDCG@10
+and @50 (TIGER alone, trie-constrained beam search as served: beam max(50, --beam), history
+blocked), codebook use, collisions before / after spreading, max items per code, the
+invalid-ID rate (items outside the catalogue, blocked or repeated: must be 0) and seconds.
+
+Settings start from a build profile (``--profile``: default for the CPU, full for a GPU) and
+each variant overrides groups of it (``VARIANTS``). Only the validation split is read.
+
+  python benchmarks/tune_tiger.py --dataset ml-100k --profile default --base A \
+      --variants base,causal --budget 90
+  python benchmarks/tune_tiger.py --dataset beauty --profile full --device cuda --mode quick
+
+``--base``: an artifacts directory of the same dataset whose two-tower item vectors to use
+(the collaborative source); without it the default two-tower is trained first (CPU, ~90 s on
+Beauty). ``--mode quick`` (< 9 min on one H200 for Beauty) runs the recommended variants with
+20 epochs; ``full`` runs every variant with the profile's epochs. ``--budget S`` stops a CPU
+variant after the first epoch that ends past S seconds of training (epochs are then counted
+in the report). ``--eval-every E`` also prints validation figures every E epochs (on up to
+2,000 users).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+
+from index.semantic_ids import SemanticIds
+from models.build.classic import build_two_tower
+from models.build.generative import item_embedding_source, semantic_ids_from
+from models.build.job import BuildJob
+from models.build.profiles import profile
+from models.data import leave_one_out, load_dataset
+from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
+from models.nets.rqvae import RQVAE, RQVAEConfig
+from models.nets.tiger import TIGER, TigerConfig, user_bucket
+from models.nets.tiger_decode import generate
+from models.registry import component
+from models.train.rqvae import RQVAETrainConfig, train_rqvae
+from models.train.tiger import TigerTrainConfig, train_tiger
+
+# name -> overrides per profile group ("semantic_ids" takes "source": auto, content,
+# collaborative or both). Each builds on the profile's values.
+CAUSAL = {"tiger": {"causal": True}}
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "base": {},
+    "tied": {"tiger": {"tie_heads": True}},
+    "causal": CAUSAL,
+    "causal_h20": {"tiger": {"causal": True, "max_history": 20}},
+    "causal_tied": {"tiger": {"causal": True, "tie_heads": True}},
+    "spread": {"rqvae": {"reassign_collisions": True}, **CAUSAL},
+    "sinkhorn": {"rqvae": {"sinkhorn_eps": 0.003, "reassign_collisions": True}, **CAUSAL},
+    "both": {"semantic_ids": {"source": "both"}, **CAUSAL},
+    "both_spread": {"semantic_ids": {"source": "both"}, "rqvae": {"reassign_collisions": True},
+                    **CAUSAL},
+    # TIGER's paper shape (6 heads do not divide 128: 4 heads of 32, see TigerConfig).
+    "paper_4x4": {"tiger": {"causal": True, "enc_layers": 4, "dec_layers": 4, "dim": 128,
+                            "ff_dim": 1024, "n_heads": 4, "dropout": 0.1}},
+}
+QUICK = ["base", "causal", "both_spread", "paper_4x4"]
+
+
+def settings(prof: str, overrides: dict[str, dict[str, Any]], epochs: int | None
+             ) -> dict[str, dict[str, Any]]:
+    """The profile's groups for the generator, with a variant's overrides on top."""
+    base = profile(prof)
+    out = {g: {**base.params(g), **overrides.get(g, {})}
+           for g in ("semantic_ids", "rqvae", "rqvae_train", "tiger", "tiger_train")}
+    if epochs is not None:
+        out["tiger_train"]["epochs"] = epochs
+    return out
+
+
+def make_ids(ds: Any, x_of: Any, s: dict[str, dict[str, Any]], seed: int
+             ) -> tuple[SemanticIds, dict[str, Any]]:
+    source, x = x_of(s["semantic_ids"].get("source", "auto"))
+    t = time.perf_counter()
+    model = RQVAE(RQVAEConfig(in_dim=int(x.shape[1]), seed=seed, **s["rqvae"]))
+    train_rqvae(model, x, RQVAETrainConfig(seed=seed, **s["rqvae_train"]), progress=False)
+    sids, stats = semantic_ids_from(model, x)
+    return sids, {"source": source, "rqvae_s": round(time.perf_counter() - t, 1),
+                  "utilisation": [round(float(u), 4) for u in stats["utilisation"]],
+                  "collision_rate_nearest": round(stats["collision_rate_nearest"], 4),
+                  "collision_rate": round(float(stats["collision_rate"]), 4),
+                  "max_items_per_code": stats["max_group"]}
+
+
+def evaluate(model: TIGER, sids: SemanticIds, ds: Any, split: Any, beam: int,
+             users: np.ndarray, batch: int = 256) -> dict[str, float]:
+    """Validation figures of TIGER's own list (k = 50) over ``users``."""
+    ranks, bad, n_out = [], 0, 0
+    n = len(sids)
+    for lo in range(0, len(users), batch):
+        us = users[lo : lo + batch]
+        hists = [split.history(int(u), "valid") for u in us]
+        buckets = [user_bucket(ds.users.ids[int(u)], model.cfg.n_user_buckets) for u in us]
+        out = generate(model, sids, [h[-model.cfg.max_history:] for h in hists], buckets,
+                       50, max(50, beam), [h for h in hists])
+        for u, h, (items, _) in zip(us, hists, out, strict=True):
+            n_out += len(items)
+            bad += int(np.sum((items < 0) | (items >= n) | np.isin(items, h))) + \
+                len(items) - len(np.unique(items))
+            hit = np.flatnonzero(items == split.valid_target[int(u)])
+            ranks.append(int(hit[0]) if len(hit) else MISS)
+    r = np.asarray(ranks)
+    return {"HR@10": round(float(hit_rate(r, 10).mean()), 4),
+            "NDCG@10": round(float(ndcg(r, 10).mean()), 4),
+            "HR@50": round(float(hit_rate(r, 50).mean()), 4),
+            "invalid_rate": bad / max(n_out, 1)}
+
+
+class Budget(Exception):
+    """Raised from the epoch hook once the training-time budget is spent."""
+
+
+def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: Any,
+                ids_cache: dict[str, Any]) -> dict[str, Any]:
+    s = settings(args.profile, VARIANTS[name], args.epochs)
+    key = json.dumps([s["semantic_ids"], s["rqvae"], s["rqvae_train"]], sort_keys=True)
+    if key not in ids_cache:
+        ids_cache[key] = make_ids(ds, x_of, s, args.seed)
+    sids, id_stats = ids_cache[key]
+    torch.manual_seed(args.seed)
+    model = TIGER(TigerConfig(radix=sids.radix.tolist(), **s["tiger"])).to(args.device)
+    cfg = TigerTrainConfig(seed=args.seed, **s["tiger_train"])
+    users = split.eval_users("valid")
+    some = np.random.default_rng(0).permutation(users)[:2000]
+    curve: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    paused = 0.0
+
+    def after_epoch(e: int) -> None:
+        nonlocal paused
+        if args.eval_every and e % args.eval_every == 0:
+            t = time.perf_counter()
+            curve.append({"epoch": e, **evaluate(model, sids, ds, split, args.beam, some)})
+            model.train()
+            paused += time.perf_counter() - t
+            print(f"  {name} epoch {e}: {curve[-1]}", flush=True)
+        if args.budget and time.perf_counter() - t0 - paused > args.budget:
+            raise Budget(e)
+
+    epochs_run = cfg.epochs
+    try:
+        train_tiger(model, sids, split.train, ds.users.ids, cfg, progress=False,
+                    after_epoch=after_epoch)
+    except Budget as stop:
+        epochs_run = int(stop.args[0])
+    train_s = time.perf_counter() - t0 - paused
+    model.eval()
+    t = time.perf_counter()
+    res = evaluate(model, sids, ds, split, args.beam, users)
+    return {"variant": name, **res, "train_s": round(train_s, 1), "epochs": epochs_run,
+            "eval_s": round(time.perf_counter() - t, 1), **id_stats,
+            "tiger": dataclasses.asdict(model.cfg) | {"radix": None}, "train": s["tiger_train"],
+            "curve": curve}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--base", type=Path, help="artifacts directory with two-tower vectors")
+    ap.add_argument("--cache", type=Path, default=Path("artifacts/.cache"))
+    ap.add_argument("--mode", choices=("quick", "full"), default="quick")
+    ap.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)}")
+    ap.add_argument("--epochs", type=int, help="override tiger_train.epochs")
+    ap.add_argument("--budget", type=float, help="training seconds per variant (CPU)")
+    ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--beam", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.epochs is None and args.mode == "quick" and args.device != "cpu":
+        args.epochs = 20
+    names = args.variants.split(",") if args.variants else \
+        (QUICK if args.mode == "quick" else list(VARIANTS))
+    ds = load_dataset(args.dataset)
+    split = leave_one_out(ds)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    collab: dict[str, np.ndarray] = {}
+
+    def collaborative() -> np.ndarray:
+        if "x" not in collab:
+            if args.base is not None:
+                path = args.base / "item_embeddings.safetensors"
+                collab["x"] = load_file(str(path))["two_tower"]
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    job = BuildJob(ds=ds, split=split, seed=args.seed, progress=False,
+                                   profile=profile(args.profile), out=Path(tmp))
+                    build_two_tower(job, component("two_tower"))
+                    collab["x"] = job.item_vectors()
+        return collab["x"]
+
+    def x_of(source: str) -> tuple[str, np.ndarray]:
+        return item_embedding_source(ds, source, collaborative, args.cache)
+
+    ids_cache: dict[str, Any] = {}
+    rows = []
+    for name in names:
+        row = run_variant(name, args, ds, split, x_of, ids_cache)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("tiger", "train")}),
+              flush=True)
+    print(f"\n{'variant':<12} {'HR@10':>6} {'N@10':>6} {'HR@50':>6} {'coll%':>6} {'max':>4} "
+          f"{'invalid':>7} {'train s':>8} {'epochs':>6}")
+    for r in rows:
+        print(f"{r['variant']:<12} {r['HR@10']:>6.4f} {r['NDCG@10']:>6.4f} {r['HR@50']:>6.4f} "
+              f"{100 * r['collision_rate']:>6.2f} {r['max_items_per_code']:>4} "
+              f"{r['invalid_rate']:>7.4f} {r['train_s']:>8.1f} {r['epochs']:>6}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
