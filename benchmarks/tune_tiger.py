@@ -13,11 +13,14 @@ each variant overrides groups of it (``VARIANTS``). Only the validation split is
 
 ``--base``: an artifacts directory of the same dataset whose two-tower item vectors to use
 (the collaborative source); without it the default two-tower is trained first (CPU, ~90 s on
-Beauty). ``--mode quick`` (< 9 min on one H200 for Beauty) runs the recommended variants with
-20 epochs; ``full`` runs every variant with the profile's epochs. ``--budget S`` stops a CPU
+Beauty). ``--mode quick`` (meant to fit 9 min on one H200 for Beauty) runs the recommended variants
+(``QUICK``) with 20 epochs, evaluated on 4,000 validation users; ``full`` runs every variant
+with the profile's epochs on every validation user. ``--budget S`` stops a CPU
 variant after the first epoch that ends past S seconds of training (epochs are then counted
-in the report). ``--eval-every E`` also prints validation figures every E epochs (on up to
-2,000 users).
+in the report). ``--set GROUP.FIELD=VALUE`` applies to every variant (on a shared CPU,
+``--set tiger_train.num_threads=1``: two threads contending with other jobs ran 10-20x
+slower per batch here). ``--eval-every E`` also prints validation figures every E epochs (on
+up to 2,000 users).
 """
 
 from __future__ import annotations
@@ -66,28 +69,46 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper_4x4": {"tiger": {"causal": True, "enc_layers": 4, "dec_layers": 4, "dim": 128,
                             "ff_dim": 1024, "n_heads": 4, "dropout": 0.1}},
 }
-QUICK = ["base", "causal", "both_spread", "paper_4x4"]
+# Without item text (Beauty) the "both" variants are skipped.
+QUICK = ["base", "causal", "spread", "both_spread", "paper_4x4"]
 
 
-def settings(prof: str, overrides: dict[str, dict[str, Any]], epochs: int | None
-             ) -> dict[str, dict[str, Any]]:
-    """The profile's groups for the generator, with a variant's overrides on top."""
+def settings(prof: str, overrides: dict[str, dict[str, Any]], epochs: int | None,
+             sets: list[str]) -> dict[str, dict[str, Any]]:
+    """The profile's groups for the generator, a variant's overrides on top, then ``--set``
+    GROUP.FIELD=VALUE (JSON values) on every variant."""
     base = profile(prof)
     out = {g: {**base.params(g), **overrides.get(g, {})}
            for g in ("semantic_ids", "rqvae", "rqvae_train", "tiger", "tiger_train")}
     if epochs is not None:
         out["tiger_train"]["epochs"] = epochs
+    for item in sets:
+        key, _, raw = item.partition("=")
+        group, _, name = key.partition(".")
+        try:
+            out[group][name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[group][name] = raw
     return out
 
 
-def make_ids(ds: Any, x_of: Any, s: dict[str, dict[str, Any]], seed: int
-             ) -> tuple[SemanticIds, dict[str, Any]]:
-    source, x = x_of(s["semantic_ids"].get("source", "auto"))
-    t = time.perf_counter()
-    model = RQVAE(RQVAEConfig(in_dim=int(x.shape[1]), seed=seed, **s["rqvae"]))
-    train_rqvae(model, x, RQVAETrainConfig(seed=seed, **s["rqvae_train"]), progress=False)
+def make_ids(ds: Any, x_of: Any, s: dict[str, dict[str, Any]], seed: int,
+             nets: dict[str, Any]) -> tuple[SemanticIds, dict[str, Any]]:
+    """Semantic IDs of a variant; the RQ-VAE is trained once per (source, config but the
+    collision spreading, which only post-processes its codes)."""
+    rq = {k: v for k, v in s["rqvae"].items() if k != "reassign_collisions"}
+    key = json.dumps([s["semantic_ids"], rq, s["rqvae_train"]], sort_keys=True)
+    if key not in nets:
+        source, x = x_of(s["semantic_ids"].get("source", "auto"))
+        t = time.perf_counter()
+        model = RQVAE(RQVAEConfig(in_dim=int(x.shape[1]), seed=seed, **rq))
+        train_rqvae(model, x, RQVAETrainConfig(seed=seed, **s["rqvae_train"]), progress=False)
+        nets[key] = (model, source, x, round(time.perf_counter() - t, 1))
+    model, source, x, seconds = nets[key]
+    model.cfg = dataclasses.replace(
+        model.cfg, reassign_collisions=bool(s["rqvae"].get("reassign_collisions", False)))
     sids, stats = semantic_ids_from(model, x)
-    return sids, {"source": source, "rqvae_s": round(time.perf_counter() - t, 1),
+    return sids, {"source": source, "rqvae_s": seconds,
                   "utilisation": [round(float(u), 4) for u in stats["utilisation"]],
                   "collision_rate_nearest": round(stats["collision_rate_nearest"], 4),
                   "collision_rate": round(float(stats["collision_rate"]), 4),
@@ -123,16 +144,15 @@ class Budget(Exception):
 
 
 def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: Any,
-                ids_cache: dict[str, Any]) -> dict[str, Any]:
-    s = settings(args.profile, VARIANTS[name], args.epochs)
-    key = json.dumps([s["semantic_ids"], s["rqvae"], s["rqvae_train"]], sort_keys=True)
-    if key not in ids_cache:
-        ids_cache[key] = make_ids(ds, x_of, s, args.seed)
-    sids, id_stats = ids_cache[key]
+                nets: dict[str, Any]) -> dict[str, Any]:
+    s = settings(args.profile, VARIANTS[name], args.epochs, args.set)
+    sids, id_stats = make_ids(ds, x_of, s, args.seed, nets)
     torch.manual_seed(args.seed)
     model = TIGER(TigerConfig(radix=sids.radix.tolist(), **s["tiger"])).to(args.device)
     cfg = TigerTrainConfig(seed=args.seed, **s["tiger_train"])
     users = split.eval_users("valid")
+    if args.users:  # a fixed random subset, the same for every variant
+        users = np.sort(np.random.default_rng(0).permutation(users)[: args.users])
     some = np.random.default_rng(0).permutation(users)[:2000]
     curve: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -178,14 +198,20 @@ def main() -> None:
     ap.add_argument("--budget", type=float, help="training seconds per variant (CPU)")
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--beam", type=int, default=50)
+    ap.add_argument("--users", type=int, help="validation users (a fixed random subset)")
+    ap.add_argument("--set", action="append", default=[],
+                    help="GROUP.FIELD=VALUE on every variant, e.g. tiger_train.num_threads=1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if args.epochs is None and args.mode == "quick" and args.device != "cpu":
-        args.epochs = 20
-    names = args.variants.split(",") if args.variants else \
-        (QUICK if args.mode == "quick" else list(VARIANTS))
+    if args.mode == "quick" and args.device != "cpu":
+        args.epochs = args.epochs or 20
+        args.users = args.users or 4000
     ds = load_dataset(args.dataset)
+    texts = ds.item_side.titles is not None
+    names = args.variants.split(",") if args.variants else \
+        [v for v in (QUICK if args.mode == "quick" else VARIANTS)
+         if texts or VARIANTS[v].get("semantic_ids", {}).get("source") != "both"]
     split = leave_one_out(ds)
     args.cache.mkdir(parents=True, exist_ok=True)
     collab: dict[str, np.ndarray] = {}
@@ -206,10 +232,10 @@ def main() -> None:
     def x_of(source: str) -> tuple[str, np.ndarray]:
         return item_embedding_source(ds, source, collaborative, args.cache)
 
-    ids_cache: dict[str, Any] = {}
+    nets: dict[str, Any] = {}
     rows = []
     for name in names:
-        row = run_variant(name, args, ds, split, x_of, ids_cache)
+        row = run_variant(name, args, ds, split, x_of, nets)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("tiger", "train")}),
               flush=True)

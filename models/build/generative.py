@@ -51,6 +51,8 @@ def item_embedding_source(ds: Dataset, source: str,
     if source not in ("content", "collaborative", "both"):
         raise ValueError("semantic_ids.source must be auto, content, collaborative or both, "
                          f"not {source!r}")
+    if source == "both" and ds.item_side.titles is None:
+        raise ValueError("semantic_ids.source both needs item text, and this dataset has none")
     parts = []
     if source in ("content", "both"):
         parts.append(np.asarray(content_vectors(ds, cache_dir), dtype=np.float32))  # unit

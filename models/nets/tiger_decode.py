@@ -15,6 +15,12 @@ Scores are the model's log-probabilities (log-softmax over each position's full 
 renormalised over allowed tokens), so a result's score equals ``TIGER.log_prob`` of its ID
 and, with ``width`` >= the number of items, the search is exactly brute-force top-k.
 
+No length normalisation: every semantic ID has the same length T, so at each level all the
+prefixes compared share one length and dividing their log-probs by length**alpha (as in
+machine translation, where hypotheses end at different steps) would change neither which
+beams are kept nor the final order; scores stay plain log-probs (a test checks that they
+equal ``TIGER.log_prob``).
+
 Sampling (``temperature > 0``): the first-level beams are drawn without replacement from
 softmax(logits / temperature) over the allowed first tokens, by Gumbel-top-k on the keys
 log p / temperature + Gumbel noise; later levels stay deterministic. Returned scores are

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import torch
 
@@ -25,9 +26,9 @@ class RQVAETrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     reset_dead_codes: bool = True
-    # One torch thread: on 2 threads the float sums of a small MLP's backward pass are split
-    # differently run to run and the codes of every item changed between identical builds;
-    # on one they are identical (and the step takes seconds either way).
+    # One thread, for torch and for faiss's k-means init: on 2 threads the float sums are
+    # split differently run to run and the codes of every item changed between identical
+    # builds; on one they are identical (and the step takes seconds either way).
     num_threads: int | None = 1
 
 
@@ -72,5 +73,12 @@ def train_rqvae(model: RQVAE, x: np.ndarray | torch.Tensor, cfg: RQVAETrainConfi
         if cfg.reset_dead_codes and 0 < epoch < int(0.9 * cfg.epochs):
             _reset_dead_codes(model, data, rng)
 
-    return run_epochs(model, len(data), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
-                      rng, batch_loss, "rqvae", progress=progress, on_epoch=on_epoch)
+    faiss_threads = faiss.omp_get_max_threads()
+    if cfg.num_threads is not None:
+        faiss.omp_set_num_threads(cfg.num_threads)
+    try:
+        return run_epochs(model, len(data), cfg.batch_size, cfg.epochs, cfg.lr,
+                          cfg.weight_decay, rng, batch_loss, "rqvae", progress=progress,
+                          on_epoch=on_epoch)
+    finally:
+        faiss.omp_set_num_threads(faiss_threads)
