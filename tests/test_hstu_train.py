@@ -14,6 +14,7 @@ from models.data.dataset import Split
 from models.nets.features import pad_histories
 from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
 from models.train.hstu_ranker import HSTUTrainConfig, length_batches, select_positions, train_hstu
+from models.train.samples import CandidatePools
 
 N_ITEMS = 40
 N_USERS = 60
@@ -149,3 +150,38 @@ def test_position_selection_and_length_batches() -> None:
     batches = length_batches(sel, lengths, batch_size=4, chunk=2, rng=rng)
     assert len(batches) == 4
     assert sorted(np.concatenate(batches).tolist()) == sel.tolist()
+
+
+def test_hard_negatives_come_from_pools_and_the_rule_is_still_learned() -> None:
+    """Pools reach the batches: the first ``n_hard`` negative columns are pool items (here the
+    user's unconsumed items among 0..9), the rest uniform; no negative is ever the target, and
+    the next-item rule is learned as well as with uniform negatives only."""
+    split, ratings, stamps = synthetic()
+    pools = CandidatePools.from_lists(
+        [np.setdiff1d(np.arange(10), s) for s in split.train])
+    model = tiny_model()
+    seen: list[torch.Tensor] = []
+    list_states = model.list_states
+
+    def spy(history: torch.Tensor, items: torch.Tensor, *rest: object) -> torch.Tensor:
+        seen.append(items.clone())
+        return list_states(history, items, *rest)
+
+    model.list_states = spy  # type: ignore[method-assign]
+    cfg = train_cfg(n_hard=4, n_negatives=6)
+    train_hstu(model, split, N_ITEMS, cfg, ratings=ratings, timestamps=stamps, progress=False,
+               pools=pools)
+    items = torch.cat(seen)  # (examples over all epochs, 1 + 4 + 6)
+    assert items.shape[1] == 11
+    assert bool((items[:, 1:5] < 10).all())  # hard columns: pool items only
+    assert bool((items[:, 5:] >= 10).any())  # uniform columns range over the catalogue
+    assert not bool((items[:, 1:] == items[:, :1]).any())  # never the target
+    del model.list_states
+    hist, ts = held_out(split, stamps)
+    rng = np.random.default_rng(1)
+    cands = np.stack([np.concatenate([[t], rng.choice(np.setdiff1d(np.arange(N_ITEMS), s), 10,
+                                                       replace=False)])
+                      for t, s in zip(split.test_target, split.sequences, strict=True)])
+    with torch.no_grad():
+        scores = model.score_items(torch.zeros(N_USERS, 0), hist, torch.from_numpy(cands), ts)
+    assert (scores.argmax(1) == 0).float().mean().item() > 0.9

@@ -44,8 +44,12 @@ from models.train.samples import (
     CandidatePools,
     build_samples,
     consumed_keys,
+    n_sampled,
     sample_mixed_negatives,
+    select_positions,
 )
+
+__all__ = ["HSTUTrainConfig", "length_batches", "select_positions", "train_hstu"]
 
 
 @dataclass
@@ -85,24 +89,6 @@ def _aligned(name: str, values: list[np.ndarray] | None, train: list[np.ndarray]
         parts.append(np.zeros(max_history, dtype=dtype))
         parts.append(np.asarray(v[: len(s)], dtype=dtype))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-
-def _n_sampled(n_rest: int, frac: float) -> int:
-    return min(n_rest, int(round(max(frac, 0.0) * n_rest)))
-
-
-def select_positions(counts: np.ndarray, recent: int, frac: float,
-                     rng: np.random.Generator) -> np.ndarray:
-    """counts (U,) examples per user, laid out user after user, oldest first (as
-    ``build_samples``) -> sorted example indices: each user's last ``recent`` examples plus a
-    uniform ``frac`` of the rest (a fixed count, so every epoch has as many batches)."""
-    first = np.cumsum(counts) - counts
-    t = np.arange(int(counts.sum())) - np.repeat(first, counts)  # 0-based position in user
-    is_recent = t >= np.repeat(counts - max(recent, 0), counts)
-    rest = np.flatnonzero(~is_recent)
-    n_rest = _n_sampled(len(rest), frac)
-    picked = rng.choice(rest, size=n_rest, replace=False) if n_rest else rest[:0]
-    return np.sort(np.concatenate([np.flatnonzero(is_recent), picked]))
 
 
 def length_batches(idx: np.ndarray, lengths: np.ndarray, batch_size: int, chunk: int,
@@ -180,7 +166,7 @@ def train_hstu(model: HSTURanker, split: Split, n_items: int, cfg: HSTUTrainConf
 
     # The loop's rows are whole batches (rebuilt each epoch by new_epoch), one per step.
     n_recent = int(np.minimum(counts, max(cfg.recent_per_user, 0)).sum())
-    n_rows = n_recent + _n_sampled(len(samples) - n_recent, cfg.sample_frac)
+    n_rows = n_recent + n_sampled(len(samples) - n_recent, cfg.sample_frac)
     if n_rows == 0:
         raise ValueError("recent_per_user and sample_frac select no training positions")
     n_batches = -(-n_rows // cfg.batch_size)

@@ -134,3 +134,22 @@ def sample_mixed_negatives(users: np.ndarray, n_hard: int, n_uniform: int, n_ite
     pick = (rng.random((len(has), n_hard)) * size[has, None]).astype(np.int64)  # (n, n_hard)
     uniform[has, :n_hard] = pools.flat[pools.offsets[users[has]][:, None] + pick]
     return uniform
+
+
+def n_sampled(n_rest: int, frac: float) -> int:
+    """How many of ``n_rest`` positions a fraction ``frac`` picks (a fixed count)."""
+    return min(n_rest, int(round(max(frac, 0.0) * n_rest)))
+
+
+def select_positions(counts: np.ndarray, recent: int, frac: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """counts (U,) examples per user, laid out user after user, oldest first (as
+    ``build_samples``) -> sorted example indices: each user's last ``recent`` examples plus a
+    uniform ``frac`` of the rest (a fixed count, so every epoch has as many batches)."""
+    first = np.cumsum(counts) - counts
+    t = np.arange(int(counts.sum())) - np.repeat(first, counts)  # 0-based position in user
+    is_recent = t >= np.repeat(counts - max(recent, 0), counts)
+    rest = np.flatnonzero(~is_recent)
+    n_rest = n_sampled(len(rest), frac)
+    picked = rng.choice(rest, size=n_rest, replace=False) if n_rest else rest[:0]
+    return np.sort(np.concatenate([np.flatnonzero(is_recent), picked]))
