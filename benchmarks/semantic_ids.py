@@ -71,6 +71,7 @@ def run(name: str, seed: int, cache: Path) -> dict:
     return {
         "dataset": name, "items": ds.n_items, "source": source,
         "utilisation": report["utilisation"], "collision_rate": report["collision_rate"],
+        "collision_rate_nearest_codes": report["collision_rate_nearest_codes"],
         "max_items_per_code": report["max_items_per_code"],
         "unique_ids": len(np.unique(sids.ids, axis=0)) == len(sids),
         "recon_mse": mse, "random_codebook_mse": random_mse,

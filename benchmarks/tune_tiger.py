@@ -101,6 +101,7 @@ def make_ids(ds: Any, x_of: Any, s: dict[str, dict[str, Any]], seed: int,
     if key not in nets:
         source, x = x_of(s["semantic_ids"].get("source", "auto"))
         t = time.perf_counter()
+        torch.manual_seed(seed)  # as the build step does
         model = RQVAE(RQVAEConfig(in_dim=int(x.shape[1]), seed=seed, **rq))
         train_rqvae(model, x, RQVAETrainConfig(seed=seed, **s["rqvae_train"]), progress=False)
         nets[key] = (model, source, x, round(time.perf_counter() - t, 1))

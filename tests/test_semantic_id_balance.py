@@ -138,7 +138,7 @@ def test_both_sources_concatenate_unit_parts(monkeypatch) -> None:
     collab = rng.normal(size=(ds.n_items, 4)).astype(np.float32) * 7.0
     monkeypatch.setattr("models.build.generative.content_vectors", lambda ds, cache: content)
     src, x = item_embedding_source(ds, "both", lambda: collab)
-    assert src == "both" and x.shape == (ds.n_items, 10)
+    assert src == "both" and x.shape == (ds.n_items, 10) and x.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(x[:, :6] * np.sqrt(2), content, rtol=1e-5, atol=1e-6)
     unit = collab / np.linalg.norm(collab, axis=1, keepdims=True)

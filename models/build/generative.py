@@ -63,7 +63,7 @@ def item_embedding_source(ds: Dataset, source: str,
     if len(parts) == 1:
         return source, parts[0]
     # Both: each unit-norm part carries half of the concatenation's squared norm.
-    return source, np.concatenate([_unit(p) for p in parts], axis=1) / np.sqrt(2.0)
+    return source, np.concatenate([_unit(p) for p in parts], axis=1) / np.float32(np.sqrt(2))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -96,6 +96,8 @@ def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
     job.timings["item_content"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg = RQVAEConfig(in_dim=int(x.shape[1]), seed=job.seed, **job.params("rqvae"))
+    # Seeded here, not by whatever ran before: `--only semantic_ids` repeats a full build.
+    torch.manual_seed(job.seed)
     model = RQVAE(cfg)
     train_cfg = RQVAETrainConfig(seed=job.seed, **job.params("rqvae_train"))
     job.console.print(f"training [bold]RQ-VAE[/] on {source} item vectors "
@@ -126,6 +128,7 @@ def build_tiger(job: BuildJob, comp: Component) -> dict[str, Any]:
     """Train the TIGER generator on the training part over this run's semantic IDs."""
     sids = SemanticIds.load(job.out / SEMANTIC_IDS)
     cfg = TigerConfig(radix=[int(r) for r in sids.radix], **job.params("tiger"))
+    torch.manual_seed(job.seed)  # initial weights independent of the steps run before
     model = TIGER(cfg).to(torch.device(job.device))
     train_cfg = TigerTrainConfig(seed=job.seed, **job.params("tiger_train"))
     job.console.print(f"training [bold]TIGER[/] (semantic-ID generation) on {job.device}")
