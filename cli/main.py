@@ -89,6 +89,9 @@ def eval_(
         help=f"comma-separated, from: {','.join((*names(RECALL), *PATHS))} "
              "[default: every one the artifacts serve]")
     ] = "",
+    workers: Annotated[int, typer.Option(
+        min=1, help="processes for the per-user methods (forked, one thread each); the "
+                    "figures do not depend on it")] = 1,
 ) -> None:
     """Full-ranking HR/NDCG at 5, 10 and 50 per recall source and for both paths."""
     import torch
@@ -133,8 +136,8 @@ def eval_(
         # per-user batches this small is slower, pathologically so on a busy machine.
         torch.set_num_threads(settings.torch_threads)
         chosen = [m.strip() for m in models.split(",") if m.strip()] or None
-        results = evaluate(rt, leave_one_out(ds), chosen,
-                           stage=stage, settings=settings, timestamps=ds.timestamps)
+        results = evaluate(rt, leave_one_out(ds), chosen, stage=stage, settings=settings,
+                           timestamps=ds.timestamps, workers=workers)
     except ValueError as exc:
         _fail(exc)
     update_metrics(out, stage, results)

@@ -19,11 +19,15 @@ leaves are all blocked are dropped before scoring. Every kept node then holds >=
 leaf, so whenever a level is cut to ``width >= k`` nodes at least k unblocked leaves remain
 reachable: min(k, #unblocked) items come back. With width >= every level's size nothing is
 cut and the result is brute force over all leaves.
+
+``beam_search_batch`` runs the same search for many users at once (offline evaluation): each
+user's steps are ``beam_search``'s, and each level's nodes of every user go to the scorer in
+one call, so a model scores them as one batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,8 @@ import numpy as np
 import safetensors.numpy
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # nodes (M,) int64 -> scores (M,) float32
+# rows (M,) int64 (each node's user in the batch), nodes (M,) int64 -> scores (M,) float32
+BatchScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _SAVED = ("parent", "children", "level", "node_item", "item_node")
 
 
@@ -128,6 +134,56 @@ def dead_nodes(tree: TDMTree, blocked: Iterable[int] | np.ndarray | None) -> np.
     return nodes[counts == tree.leaf_count[nodes]]
 
 
+class _Beam:
+    """One user's layer-wise search state (see the module docstring): the nodes to score next
+    (``cand``), the leaves scored so far (the result pool) and the per-level trace.
+    ``beam_search`` drives one; ``beam_search_batch`` drives many with one score call per
+    level, so both apply exactly the same per-user steps to the scores they get."""
+
+    def __init__(self, tree: TDMTree, k: int, beam: int,
+                 blocked: Iterable[int] | np.ndarray | None) -> None:
+        self.tree, self.k, self.width = tree, k, max(beam, k)
+        self.dead = dead_nodes(tree, blocked)
+        self.start_level = tree.first_level_with(self.width)
+        top = tree.level_start[self.start_level]
+        shallow = np.flatnonzero(tree.node_item[:top] >= 0)  # leaves above the start level
+        self.cand = np.concatenate([shallow, tree.nodes_at_level(self.start_level)])
+        self.pool_n: list[np.ndarray] = []
+        self.pool_s: list[np.ndarray] = []
+        self.trace: list[np.ndarray] = []
+        self.n_scored = 0
+        self.prune()
+
+    def prune(self) -> None:
+        """Drop candidates all of whose leaves are blocked: they never take a beam slot."""
+        if len(self.dead) and len(self.cand):
+            self.cand = self.cand[~np.isin(self.cand, self.dead, assume_unique=True)]
+
+    def advance(self, s: np.ndarray) -> None:
+        """``s`` (M,) float32 scores of ``cand`` -> leaves to the pool, the top ``width``
+        internal nodes' children become the next candidates (pruned)."""
+        tree, cand = self.tree, self.cand
+        self.n_scored += len(cand)
+        is_leaf = tree.node_item[cand] >= 0
+        self.pool_n.append(cand[is_leaf])
+        self.pool_s.append(s[is_leaf])
+        inner, s_in = cand[~is_leaf], s[~is_leaf]
+        if len(inner) > self.width:  # keep the top `width` internal nodes
+            inner = inner[np.argpartition(-s_in, self.width - 1)[:self.width]]
+        self.trace.append(np.concatenate([inner, cand[is_leaf]]))
+        nxt = tree.children[inner].reshape(-1)
+        self.cand = nxt[nxt >= 0]
+        self.prune()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(items (<=k,) int64, scores (<=k,) float32): the pool's best, best first."""
+        if not self.pool_n:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        nodes, scores = np.concatenate(self.pool_n), np.concatenate(self.pool_s)
+        order = np.argsort(-scores, kind="stable")[:self.k]
+        return self.tree.node_item[nodes[order]], scores[order]
+
+
 def beam_search(tree: TDMTree, score_fn: ScoreFn, k: int, beam: int,
                 blocked: Iterable[int] | np.ndarray | None = None,
                 stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -138,39 +194,38 @@ def beam_search(tree: TDMTree, score_fn: ScoreFn, k: int, beam: int,
     given, receives "nodes_scored", "start_level" and "trace": per level scored, the nodes
     that survived it (kept internal nodes + leaves sent to the pool), e.g. for per-level
     recall."""
-    empty = np.zeros(0, np.int64), np.zeros(0, np.float32)
     if k <= 0:
-        return empty
-    width = max(beam, k)
-    dead = dead_nodes(tree, blocked)
-    l0 = tree.first_level_with(width)
-    top = tree.level_start[l0]
-    shallow = np.flatnonzero(tree.node_item[:top] >= 0)  # leaves above the start level
-    cand = np.concatenate([shallow, tree.nodes_at_level(l0)])
-    pool_n, pool_s, trace, n_scored = [], [], [], 0
-    while len(cand):
-        if len(dead):
-            cand = cand[~np.isin(cand, dead, assume_unique=True)]
-            if not len(cand):
-                break
-        s = np.asarray(score_fn(cand), dtype=np.float32).reshape(-1)  # (M,)
-        n_scored += len(cand)
-        is_leaf = tree.node_item[cand] >= 0
-        pool_n.append(cand[is_leaf])
-        pool_s.append(s[is_leaf])
-        inner, s_in = cand[~is_leaf], s[~is_leaf]
-        if len(inner) > width:  # keep the top `width` internal nodes
-            inner = inner[np.argpartition(-s_in, width - 1)[:width]]
-        trace.append(np.concatenate([inner, cand[is_leaf]]))
-        cand = tree.children[inner].reshape(-1)
-        cand = cand[cand >= 0]
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    b = _Beam(tree, k, beam, blocked)
+    while len(b.cand):
+        b.advance(np.asarray(score_fn(b.cand), dtype=np.float32).reshape(-1))
     if stats is not None:
-        stats.update(nodes_scored=n_scored, start_level=l0, trace=trace)
-    if not pool_n:
-        return empty
-    nodes, scores = np.concatenate(pool_n), np.concatenate(pool_s)
-    order = np.argsort(-scores, kind="stable")[:k]
-    return tree.node_item[nodes[order]], scores[order]
+        stats.update(nodes_scored=b.n_scored, start_level=b.start_level, trace=b.trace)
+    return b.result()
+
+
+def beam_search_batch(tree: TDMTree, score_fn: BatchScoreFn, k: int, beam: int,
+                      blocked: Sequence[Iterable[int] | np.ndarray | None],
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``beam_search`` for many users at once: per user the same steps, but one
+    ``score_fn(rows (M,) int64, nodes (M,) int64) -> (M,) float32`` call per level for every
+    user still searching (``rows`` = each node's user, an index into ``blocked``), so a model
+    scores the whole batch in one pass. With the scores ``beam_search`` would get, the results
+    are ``beam_search``'s, user by user. -> per user (items, scores) as ``beam_search``."""
+    if k <= 0:
+        return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in blocked]
+    beams = [_Beam(tree, k, beam, b) for b in blocked]
+    while True:
+        live = [u for u, b in enumerate(beams) if len(b.cand)]
+        if not live:
+            break
+        counts = [len(beams[u].cand) for u in live]
+        rows = np.repeat(np.asarray(live, dtype=np.int64), counts)  # (M,)
+        nodes = np.concatenate([beams[u].cand for u in live])  # (M,)
+        s = np.asarray(score_fn(rows, nodes), dtype=np.float32).reshape(-1)  # (M,)
+        for u, part in zip(live, np.split(s, np.cumsum(counts)[:-1]), strict=True):
+            beams[u].advance(part)
+    return [b.result() for b in beams]
 
 
 def brute_force(tree: TDMTree, score_fn: ScoreFn, k: int,

@@ -20,6 +20,7 @@ from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
 from models.engine.rank.fusion import FusionPlan
 from models.evaluate.fusion_fit import collect, fit_plan
+from models.evaluate.memo import RecallMemo
 from models.evaluate.offline import eval_context
 from models.registry import PATH_SPECS, Component
 
@@ -35,26 +36,12 @@ class FusionConfig:
     diversity_grid: tuple[float, ...] = (0.0, 0.02, 0.05)
 
 
-class _Memo:
-    """A recall source that answers each (context, k, args) once: the fit's paths share it."""
-
-    def __init__(self, source: Any) -> None:
-        self.source, self.name = source, source.name
-        self.answers: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-    def recall(self, ctx: Any, k: int, *args: Any) -> tuple[np.ndarray, np.ndarray]:
-        key = (id(ctx), k, args)
-        if key not in self.answers:
-            self.answers[key] = self.source.recall(ctx, k, *args)
-        return self.answers[key]
-
-
 def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
     cfg = FusionConfig(**job.params("fusion"))
     settings = EngineSettings()
     rt = Runtime.load(job.out, manifest={"version": "building"})
     comp = build_components(rt, settings)
-    memo = {name: _Memo(src) for name, src in comp.recall.items()}
+    memo = {name: RecallMemo(src) for name, src in comp.recall.items()}
     users = job.split.eval_users("valid")
     rng = np.random.default_rng(job.seed)
     if len(users) > cfg.users:
