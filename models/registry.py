@@ -88,9 +88,6 @@ COMPONENTS: tuple[Component, ...] = (
               "models.build.generative:build_semantic_ids", needs=("two_tower",)),
     Component("tiger", ("tiger.safetensors", "tiger.json"),
               "models.build.generative:build_tiger", needs=("semantic_ids",)),
-    # File stem "hstu": the artifact format predates the name hstu_ranker.
-    Component("hstu_ranker", ("hstu.safetensors", "hstu.json"),
-              "models.build.generative:build_hstu_ranker", aliases=("hstu",)),
     Component("gru4rec", ("gru4rec.safetensors", "gru4rec.json", "gru4rec_items.faiss"),
               _SEQ, optional=True, net="gru4rec", trainer="models.train.gru4rec"),
     Component("sasrec", ("sasrec.safetensors", "sasrec.json", "sasrec_items.faiss"),
@@ -100,6 +97,12 @@ COMPONENTS: tuple[Component, ...] = (
               _SEQ, optional=True, net="hstu_retrieval", trainer="models.train.hstu_retrieval"),
     Component("tdm", ("tdm.safetensors", "tdm.json", "tdm_tree.safetensors"),
               "models.build.tdm:build_tdm", needs=("two_tower",), optional=True),
+    # A path's ranker can train on its path's recall candidates (models/build/
+    # ranker_candidates.py, when its profile sets n_hard > 0), so the rankers come after
+    # every source of the paths' pools.
+    # File stem "hstu": the artifact format predates the name hstu_ranker.
+    Component("hstu_ranker", ("hstu.safetensors", "hstu.json"),
+              "models.build.rankers:build_hstu_ranker", aliases=("hstu",)),
     Component("deepfm", ("deepfm.safetensors", "deepfm.json"),
               "models.build.classic:build_ranker"),
     Component("din", ("din.safetensors", "din.json"), "models.build.classic:build_ranker"),

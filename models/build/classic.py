@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 from index.hnsw import HNSWIndex
 from models.artifacts.checkpoint import save_model
 from models.build.job import BuildJob
+from models.build.ranker_candidates import mine_pools, ranked_path
 from models.nets.deepfm import DeepFM, DeepFMConfig
 from models.nets.din import DIN, DINConfig
 from models.nets.itemcf import ItemCF
@@ -63,14 +64,22 @@ def build_two_tower(job: BuildJob, comp: Component) -> dict[str, Any]:
 
 
 def build_ranker(job: BuildJob, comp: Component) -> dict[str, Any]:
-    """DeepFM or DIN (``comp.name``): positives vs sampled negatives, listwise softmax."""
+    """DeepFM or DIN (``comp.name``): positives vs sampled negatives, listwise softmax; the
+    ranker of a path (DIN: the cascade) gets hard negatives from that path's recall
+    candidates (``models/build/ranker_candidates.py``)."""
     cfg_cls, model_cls = RANKER_NETS[comp.name]
     cfg = cfg_cls(**job.feature_sizes, **job.params(comp.name))
     model = model_cls(cfg, job.tables.genres, job.tables.year_bucket)
     train_cfg = RankerTrainConfig(seed=job.seed, **job.params("ranker_train"))
+    path = ranked_path(comp.name)
+    pools, mined = None, {}
+    if train_cfg.n_hard > 0 and path is not None:
+        pools, mined = mine_pools(job, path, train_cfg.mine_positions, train_cfg.mine_quota,
+                                   train_cfg.mine_gap)
     job.console.print(f"training [bold]{comp.name}[/] (positives vs sampled negatives)")
     train_ranker(model, job.split, job.user_codes[0], job.ds.n_items, train_cfg,
-                 progress=job.progress)
+                 progress=job.progress, pools=pools)
     model.eval()
     save_model(model, job.out, comp.name)
-    return {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg)}
+    return {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
+            "hard_negatives": mined}

@@ -64,6 +64,7 @@ class HSTUTrainConfig:
     # training positions are sent to the path's recall sources, ``mine_quota`` items each.
     mine_positions: int = 1
     mine_quota: int = 50
+    mine_gap: int = 0  # positions between the last mined one and the user's last one
     aux_weight: float = 0.5  # weight of the auxiliary BCE next to the main cross-entropy
     max_history: int | None = None  # None: the model's cfg.max_history
     recent_per_user: int = 16  # every epoch: each user's last N training positions...

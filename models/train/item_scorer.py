@@ -42,6 +42,7 @@ class RankerTrainConfig:
     # user's last ``mine_positions`` training positions, ``mine_quota`` items per source.
     mine_positions: int = 1
     mine_quota: int = 50
+    mine_gap: int = 0  # positions between the last mined one and the user's last one
     # None: every training position each epoch; N: each user's last N positions (the most
     # like the serving-time query, and those the pools are mined for) plus a fresh
     # ``sample_frac`` of the others per epoch.

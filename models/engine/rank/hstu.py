@@ -8,7 +8,7 @@ entry can never be served for a history it was not computed from. A short TTL bo
 entries (about 0.2 MB each at L = 200, dim 64, 2 layers) are held; a max size bounds memory.
 
 Time: history timestamps are passed whenever the context has them, and the candidates take the
-last history timestamp (no query time), exactly as in training (``models/train/hstu.py``). A
+last history timestamp (no query time), exactly as in training (``models/train/hstu_ranker.py``). A
 model trained without timestamps has an all-zero time bias, so passing them changes nothing.
 
 Threading: the service calls ``score`` from its event loop thread, one call at a time; the store
