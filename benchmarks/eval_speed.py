@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 from rich.console import Console
@@ -55,7 +56,11 @@ def main() -> None:
     ap.add_argument("--skip-reference", action="store_true",
                     help="time the batched evaluation only (no per-user loop, no check)")
     args = ap.parse_args()
-    torch.set_num_threads(1)  # as `genrec eval` runs (one intra-op thread per process)
+    # As `genrec eval` runs: one torch and one faiss thread per process (the per-user loop
+    # gets the same; before 2026-12-02 `genrec eval` left faiss at its default team, which
+    # on a busy machine made each one-query search several times slower).
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     rt = Runtime.load(args.artifacts)
     ds = load_dataset(args.dataset or rt.manifest["dataset"]["source"])
     split = leave_one_out(ds)

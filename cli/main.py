@@ -94,6 +94,7 @@ def eval_(
                     "figures do not depend on it")] = 1,
 ) -> None:
     """Full-ranking HR/NDCG at 5, 10 and 50 per recall source and for both paths."""
+    import faiss
     import torch
 
     from models.artifacts.manifest import read_manifest, update_metrics
@@ -133,8 +134,11 @@ def eval_(
                          "rebuild them with `genrec build`"))
     try:
         # One intra-op thread, as served (service/loader.py): torch's default thread pool on
-        # per-user batches this small is slower, pathologically so on a busy machine.
+        # per-user batches this small is slower, pathologically so on a busy machine; the
+        # same holds for faiss's OpenMP team on one-query searches (5-10x on a busy 2-core
+        # box). Results do not depend on either.
         torch.set_num_threads(settings.torch_threads)
+        faiss.omp_set_num_threads(settings.torch_threads)
         chosen = [m.strip() for m in models.split(",") if m.strip()] or None
         results = evaluate(rt, leave_one_out(ds), chosen, stage=stage, settings=settings,
                            timestamps=ds.timestamps, workers=workers)
