@@ -78,6 +78,7 @@ def source_components(sources: Sequence[str]) -> tuple[str, ...]:
                                for c in stage.needs))
 
 
+@torch.inference_mode()
 def user_vectors(src: Any, contexts: Sequence[UserContext]) -> np.ndarray | None:
     """(U, d) user vectors of a vector source (two-tower ANN, sequential retriever) for every
     context in one forward pass, from the inputs its ``user_vector`` reads (its own history
