@@ -132,6 +132,22 @@ def setup(tiny_artifacts: Path):
     return ds, split, rt, users, contexts
 
 
+def test_prefix_depth_answers_are_prefixes(setup) -> None:
+    """A source that declares ``prefix_depth`` (TDM: its beam; TIGER: its beam width) answers
+    k <= it with exactly the first k of its answer at that depth, one request at a time."""
+    _, _, rt, _, contexts = setup
+    comp = build_components(rt, EngineSettings(tdm_beam=30, semantic_id_beam_size=30))
+    for name in ("tdm", "semantic_id"):
+        src = comp.recall[name]
+        assert src.prefix_depth == 30
+        for ctx in contexts[:8]:
+            ids, scores = src.recall(ctx, 30)
+            assert len(ids) == 30
+            for k in (1, 7, 29):
+                got = src.recall(ctx, k)
+                assert np.array_equal(got[0], ids[:k]) and np.array_equal(got[1], scores[:k])
+
+
 def _tied(one: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> bool:
     """Two answers to one request agree up to float ties: the same length, and position by
     position scores within float tolerance (near-tied items swapped, or a near-tie at the

@@ -30,6 +30,13 @@ class TDMRecall:
         self.tree = tree
         self.beam = beam
 
+    @property
+    def prefix_depth(self) -> int:
+        """Answers for every k <= this are the first k of its answer: the search keeps
+        ``max(beam, k)`` nodes per level, so for k <= beam it scores the same nodes and only
+        the final cut of the same (stably sorted) leaf pool differs."""
+        return self.beam
+
     def recall(self, ctx: UserContext, k: int) -> Answer:
         if ctx.cold:
             return empty()
