@@ -2,9 +2,10 @@
 largest group of items sharing one code tuple, and reconstruction error against the same
 network with random codebooks (the baseline, as a ratio).
 
-Item vectors come from the dataset's source as `genrec build` picks it: MiniLM content vectors
-for ml-100k (title | genres | year), the trained two-tower's item vectors for Amazon Beauty
-(no item text). Uses the default build profile's RQ-VAE (3 x 256, beta 0.25).
+Item vectors come from the dataset's source as `genrec build` picks it ("auto"): MiniLM content
+vectors (title | genres | year) for ml-100k, the trained two-tower's item vectors for Amazon
+Beauty (no item text). Uses the default build profile's RQ-VAE
+(3 x 256, beta 0.25).
 
 Usage: python benchmarks/semantic_ids.py [--datasets ml-100k,beauty] [--json out.json]
 """
@@ -44,7 +45,7 @@ def collaborative_vectors(job: BuildJob) -> float:
 
 def run(name: str, seed: int, cache: Path) -> dict:
     ds = load_dataset(name)
-    source = "content" if ds.item_side.titles is not None else "collaborative"
+    source = "content" if ds.item_side.titles is not None else "collaborative"  # as "auto"
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / "a"
         out.mkdir()
@@ -53,9 +54,9 @@ def run(name: str, seed: int, cache: Path) -> dict:
         (Path(tmp) / ".cache").symlink_to(cache.resolve(), target_is_directory=True)
         job = BuildJob(ds=ds, split=leave_one_out(ds), seed=seed, progress=False,
                        profile=profile("default"), out=out)
-        # Content vectors need no two-tower: the step reads its vectors only when used.
-        tt_s = collaborative_vectors(job) if source == "collaborative" else 0.0
-        collab = job.item_vectors() if source == "collaborative" else np.empty((0, 0))
+        # Every source but content alone reads the two-tower's item vectors.
+        tt_s = collaborative_vectors(job)
+        collab = job.item_vectors()
         t = time.perf_counter()
         report = build_semantic_ids(job, component("semantic_ids"))
         sid_s = time.perf_counter() - t

@@ -57,7 +57,8 @@ CAUSAL = {"tiger": {"causal": True}}
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "base": {},
     "tied": {"tiger": {"tie_heads": True}},
-    "causal": CAUSAL,
+    "causal": CAUSAL,  # source "auto": content where items have text, else collaborative
+    "content": {"semantic_ids": {"source": "content"}, **CAUSAL},
     "causal_h20": {"tiger": {"causal": True, "max_history": 20}},
     "causal_tied": {"tiger": {"causal": True, "tie_heads": True}},
     "spread": {"rqvae": {"reassign_collisions": True}, **CAUSAL},
