@@ -49,7 +49,7 @@ TARGETS: dict[str, str] = {
 }
 # Options the build reads itself, beside the target's parameters.
 EXTRA: dict[str, dict[str, Any]] = {
-    "semantic_ids": {"source": Literal["auto", "content", "collaborative"]},
+    "semantic_ids": {"source": Literal["auto", "content", "collaborative", "both"]},
     "tdm": {"branching": int, "beam": int, "jtm_rounds": int},
 }
 RETRIEVER_MODEL_EXTRA = {"max_len": int | Literal["auto"]}  # "auto": by mean history length
