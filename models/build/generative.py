@@ -30,11 +30,9 @@ from models.artifacts.checkpoint import save_model
 from models.build.content import content_vectors
 from models.build.job import BuildJob
 from models.data import Dataset
-from models.nets.hstu_ranker import HSTURanker, HSTURankerConfig
 from models.nets.rqvae import RQVAE, RQVAEConfig, code_stats
 from models.nets.tiger import TIGER, TigerConfig
 from models.registry import Component
-from models.train.hstu_ranker import HSTUTrainConfig, train_hstu
 from models.train.rqvae import RQVAETrainConfig, train_rqvae
 from models.train.tiger import TigerTrainConfig, train_tiger
 
@@ -133,22 +131,5 @@ def build_tiger(job: BuildJob, comp: Component) -> dict[str, Any]:
     losses = train_tiger(model, sids, job.split.train, job.ds.users.ids, train_cfg,
                          progress=job.progress)
     save_model(model.cpu().eval(), job.out, "tiger")
-    return {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
-            "final_loss": round(losses[-1], 4) if losses else None, "device": job.device}
-
-
-def build_hstu_ranker(job: BuildJob, comp: Component) -> dict[str, Any]:
-    """Train the HSTU ranker (next item vs sampled negatives, plus the rating >= 4 head where
-    the data has ratings)."""
-    ds = job.ds
-    cfg = HSTURankerConfig(n_items=ds.n_items, aux_head=ds.ratings is not None,
-                           **job.params("hstu"))
-    model = HSTURanker(cfg).to(torch.device(job.device))
-    train_cfg = HSTUTrainConfig(seed=job.seed, **job.params("hstu_train"))
-    job.console.print(f"training [bold]HSTU[/] ranker on {job.device}"
-                      + (" (+ rating >= 4 head)" if cfg.aux_head else ""))
-    losses = train_hstu(model, job.split, ds.n_items, train_cfg, ratings=ds.ratings,
-                        timestamps=ds.timestamps, progress=job.progress)
-    save_model(model.cpu().eval(), job.out, "hstu")
     return {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
             "final_loss": round(losses[-1], 4) if losses else None, "device": job.device}
