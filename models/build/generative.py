@@ -9,9 +9,10 @@ Written next to the other components' files (``models.registry``):
 The item embedding source is chosen per dataset (``semantic_ids.source``): "content" embeds
 "title | genres | year" with MiniLM (items with text, e.g. MovieLens), "collaborative" uses the
 trained two-tower's item vectors (items without text, e.g. Amazon Beauty), "both" concatenates
-the two (each unit-norm, so they weigh alike); "auto" picks content when the dataset has
-titles. On ml-100k (CPU default, validation HR@10 of TIGER after 4 epochs of chunks) both
-gave 0.146 to 0.153 against 0.127 to 0.140 for content alone (benchmarks/tune_tiger.py).
+the two (each unit-norm, so they weigh alike); "auto" picks both when the dataset has
+titles, collaborative otherwise. On ml-100k (CPU default, validation HR@10 of TIGER after 4
+epochs of chunks) both gave 0.146 to 0.153 against 0.127 to 0.140 for content alone
+(benchmarks/tune_tiger.py).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def item_embedding_source(ds: Dataset, source: str,
     ``collaborative`` may be a function: it is read only when that source is used, so a
     content build needs no two-tower file (a GPU box retraining from a carried cache)."""
     if source == "auto":
-        source = "content" if ds.item_side.titles is not None else "collaborative"
+        source = "both" if ds.item_side.titles is not None else "collaborative"
     if source not in ("content", "collaborative", "both"):
         raise ValueError("semantic_ids.source must be auto, content, collaborative or both, "
                          f"not {source!r}")
