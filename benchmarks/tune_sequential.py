@@ -8,6 +8,13 @@ JSON lines to ``--out``; the chosen settings go into the build profiles
 component's net and its trainer's ``fit``), as `genrec build` trains them.
 
     python benchmarks/tune_sequential.py --dataset beauty --runs sasrec-bce,hstu --device cuda
+
+With ``--profile``, one component is trained exactly as `genrec build` trains it, from the
+profile's values plus ``--set`` overrides, validated every ``select_every`` epochs; the row
+holds the validation curve, the selected epoch and the training seconds:
+
+    python benchmarks/tune_sequential.py --profile default --component sasrec \
+        --set sasrec_train.windows=true
 """
 
 from __future__ import annotations
@@ -84,6 +91,30 @@ def run(name: str, dataset: str, device: str, out: Path, epochs: int | None = No
     check(int(train_over["epochs"]))
 
 
+def run_profile(args: argparse.Namespace) -> None:
+    """One component of a build profile, trained by the build's own step into a scratch
+    directory (``models.build.retrieval.build_retriever``)."""
+    import tempfile
+
+    from models.build.job import BuildJob
+    from models.build.profiles import profile
+
+    ds = load_dataset(args.dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        job = BuildJob(ds=ds, split=leave_one_out(ds), seed=0, progress=False,
+                       device=args.device, profile=profile(args.profile, args.set),
+                       out=Path(tmp))
+        t0 = time.perf_counter()
+        report = resolve(component(args.component).build)(job, component(args.component))
+    row = {"dataset": ds.name, "profile": args.profile, "component": args.component,
+           "set": args.set, "seconds": round(time.perf_counter() - t0, 1),
+           "selected_epoch": report.get("selected_epoch"),
+           "validation": report.get("validation"), "device": args.device}
+    print(json.dumps(row), flush=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
@@ -93,8 +124,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("tune_sequential.jsonl"))
     ap.add_argument("--epochs", type=int, default=None,
                     help="cut every run to this many epochs (default: each run's schedule)")
+    ap.add_argument("--profile", help="train --component from this build profile instead")
+    ap.add_argument("--component", default="sasrec")
+    ap.add_argument("--set", action="append", default=[], help="GROUP.FIELD=VALUE")
     args = ap.parse_args()
     np.random.seed(0)
+    if args.profile:
+        run_profile(args)
+        return
     for name in args.runs.split(","):
         run(name.strip(), args.dataset, args.device, args.out, args.epochs)
 

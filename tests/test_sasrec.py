@@ -9,6 +9,7 @@ import torch
 from models.artifacts.checkpoint import load_model, save_model
 from models.nets.features import pad_histories
 from models.nets.sasrec import SASRec, SASRecConfig
+from models.train.samples import sequence_windows
 from models.train.sasrec import SASRecTrainConfig, train_sasrec
 
 N_ITEMS = 30
@@ -94,6 +95,43 @@ def test_training_learns_next_item_rule() -> None:
         scores[row, torch.from_numpy(s)] = -torch.inf
     hit = scores.argmax(1).numpy() == truth
     assert hit[new_next].mean() > 0.8, hit[new_next].mean()
+
+
+@pytest.mark.parametrize("max_len", [1, 3, 7, 50])
+def test_sequence_windows_train_every_target_once(max_len: int) -> None:
+    lengths = np.random.default_rng(max_len).integers(0, 40, size=300)
+    users, ends = sequence_windows(lengths, max_len)
+    for u, n in enumerate(lengths):
+        rows = sorted(ends[users == u])
+        # A row ending at e trains the targets at positions max(1, e - max_len) .. e - 1.
+        targets = [t for e in rows for t in range(max(1, e - max_len), e)]
+        assert sorted(targets) == list(range(1, n)), (u, n, rows)
+        assert all(2 <= e <= n for e in rows)
+    # Without windows: one row per user with >= 2 items, ending at its last item.
+    users, ends = sequence_windows(lengths, None)
+    assert users.tolist() == np.flatnonzero(lengths >= 2).tolist()
+    assert (ends == lengths[users]).all()
+
+
+def test_windows_reach_early_targets() -> None:
+    """With windows a rule seen only in the first half of long sequences is learned; a model
+    fed only each user's last max_len targets never sees it."""
+    rng = np.random.default_rng(0)
+    early, late = {}, {}
+    seqs = []
+    for _ in range(200):  # 2-cycles 0 <-> 1 early on, then random items from 10 on
+        head = np.array([0, 1] * 10)
+        seqs.append(np.concatenate([head, rng.integers(10, N_ITEMS, size=20)]))
+    for windows, out in ((True, early), (False, late)):
+        m = make_model(dtype=torch.float32, n_heads=1, max_len=10)
+        cfg = SASRecTrainConfig(epochs=15, batch_size=32, lr=5e-3, seed=0, num_threads=None,
+                                loss="softmax", windows=windows)
+        train_sasrec(m, seqs, N_ITEMS, cfg, progress=False)
+        with torch.no_grad():
+            scores = m.user_vector(pad_histories([np.array([0, 1, 0])], 10, N_ITEMS))
+            out["top"] = int((scores @ m.item_vectors().T).argmax())
+    assert early["top"] == 1
+    assert late["top"] != 1
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:

@@ -28,6 +28,7 @@ from models.nets.features import pad_histories
 from models.nets.hstu_retrieval import HSTURetrieval
 from models.train.job import TrainJob
 from models.train.loop import run_epochs, setup
+from models.train.samples import sequence_windows
 
 
 @dataclass
@@ -45,6 +46,9 @@ class HSTURetrievalTrainConfig:
     seed: int = 0
     num_threads: int | None = 2  # torch intra-op threads; None leaves torch's setting alone
     max_len: int | None = None  # None: the model's cfg.max_len
+    # True: every training target once per epoch (``samples.sequence_windows``); False: the
+    # last max_len targets per user.
+    windows: bool = False
 
 
 def sampled_softmax_loss(states: torch.Tensor, pos_vecs: torch.Tensor, neg_vecs: torch.Tensor,
@@ -104,19 +108,21 @@ def train_hstu_retrieval(model: HSTURetrieval, split_train: list[np.ndarray], n_
             if len(t) < len(s):
                 raise ValueError(f"timestamps[{u}] has {len(t)} values for {len(s)} items")
             times.append(np.asarray(t[: len(s)], dtype=np.float64))
-    users = np.array([u for u, s in enumerate(seqs) if len(s) >= 2], dtype=np.int64)
+    users, ends = sequence_windows(np.array([len(s) for s in seqs]), L if cfg.windows else None)
     if len(users) == 0:
         raise ValueError("no training examples: every training sequence has < 2 items")
     dev = next(model.parameters()).device  # batches go to the model's device
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
-        batch_users = users[idx]  # (b,)
-        m = min(L, max(len(seqs[u]) - 1 for u in batch_users))  # longest row: cut padding
-        inputs = pad_histories([seqs[u][:-1] for u in batch_users], m, n_items).to(dev)
-        targets = pad_histories([seqs[u][1:] for u in batch_users], m, n_items).to(dev)
+        batch_users, batch_ends = users[idx], ends[idx]  # (b,), (b,)
+        m = min(L, int(batch_ends.max()) - 1)  # longest row: cut padding
+        rows = [seqs[u][:e] for u, e in zip(batch_users, batch_ends, strict=True)]
+        inputs = pad_histories([r[:-1] for r in rows], m, n_items).to(dev)
+        targets = pad_histories([r[1:] for r in rows], m, n_items).to(dev)
         ts = None
         if times is not None:
-            ts = _pad_times([times[u][:-1] for u in batch_users], m).to(dev)  # (b, m)
+            ts = _pad_times([times[u][: e - 1] for u, e in zip(batch_users, batch_ends,
+                                                                strict=True)], m).to(dev)
         neg_ids = torch.from_numpy(
             rng.integers(0, n_items, size=cfg.n_negatives, dtype=np.int64)).to(dev)  # (k,)
         valid = targets != n_items  # (b, m)

@@ -153,3 +153,23 @@ def select_positions(counts: np.ndarray, recent: int, frac: float,
     n_rest = n_sampled(len(rest), frac)
     picked = rng.choice(rest, size=n_rest, replace=False) if n_rest else rest[:0]
     return np.sort(np.concatenate([np.flatnonzero(is_recent), picked]))
+
+
+def sequence_windows(lengths: np.ndarray, max_len: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows of a sequential model: (user (R,), end (R,)), the row's items being
+    seq[:end] (its last ``max_len`` + 1 serve as inputs and targets). ``max_len`` None: one
+    row per user, end = len (the last ``max_len`` targets only, as SASRec's paper). Otherwise
+    sequences are cut from the end into rows of ``max_len`` targets (end = len, len - max_len,
+    ...), so every target t >= 1 is trained once per epoch: ml-100k's mean training sequence
+    is ~104 items, and a 50-item model would otherwise never see half of them. Users with
+    fewer than 2 items have no row."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    users = np.flatnonzero(lengths >= 2)
+    if max_len is None:
+        return users, lengths[users]
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    n_rows = (lengths[users] - 1 + max_len - 1) // max_len  # ceil(targets / max_len)
+    row_user = np.repeat(users, n_rows)
+    k = np.arange(len(row_user)) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)  # 0, 1, ...
+    return row_user, lengths[row_user] - k * max_len

@@ -1,7 +1,8 @@
 """SASRec training, the paper's objective.
 
-One row = one user with >= 2 training items. Inputs are seq[:-1] and targets seq[1:] (their
-last ``max_len`` items, right-aligned, left-padded with ``n_items``); at every real position
+One row = one user with >= 2 training items (or, with ``windows``, one max_len-target piece of
+it). Inputs are seq[:-1] and targets seq[1:] (their last ``max_len`` items, right-aligned,
+left-padded with ``n_items``); at every real position
 the hidden state is scored against the target and against one negative drawn uniformly among
 items absent from the user's training sequence (fresh draws every batch). Loss: binary
 cross-entropy on the positive (label 1) and negative (label 0) logits, summed per position and
@@ -22,7 +23,7 @@ from models.nets.features import pad_histories
 from models.nets.sasrec import SASRec
 from models.train.job import TrainJob
 from models.train.loop import run_epochs, setup
-from models.train.samples import consumed_keys, sample_negatives
+from models.train.samples import consumed_keys, sample_negatives, sequence_windows
 
 
 @dataclass
@@ -37,6 +38,9 @@ class SASRecTrainConfig:
     # "bce": the paper's (one sampled negative per position); "softmax": cross-entropy over
     # the whole catalog, which later work (e.g. Klenitskiy & Vasilev 2023) found much stronger.
     loss: str = "bce"
+    # True: every training target once per epoch, sequences longer than max_len cut into
+    # max_len-target rows (``sequence_windows``); False: the last max_len targets per user.
+    windows: bool = False
 
 
 def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
@@ -50,7 +54,7 @@ def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
     rng = setup(cfg.seed, cfg.num_threads)
     L = cfg.max_len or model.cfg.max_len
     seqs = [np.asarray(s, dtype=np.int64) for s in split_train]
-    users = np.array([u for u, s in enumerate(seqs) if len(s) >= 2], dtype=np.int64)
+    users, ends = sequence_windows(np.array([len(s) for s in seqs]), L if cfg.windows else None)
     if len(users) == 0:
         raise ValueError("no training examples: every training sequence has < 2 items")
     consumed = consumed_keys(seqs, n_items)
@@ -58,8 +62,9 @@ def train_sasrec(model: SASRec, split_train: list[np.ndarray], n_items: int,
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
         batch_users = users[idx]  # (b,)
-        inputs = pad_histories([seqs[u][:-1] for u in batch_users], L, n_items)  # (b, L)
-        targets = pad_histories([seqs[u][1:] for u in batch_users], L, n_items)  # (b, L)
+        rows = [seqs[u][:e] for u, e in zip(batch_users, ends[idx], strict=True)]
+        inputs = pad_histories([r[:-1] for r in rows], L, n_items)  # (b, L)
+        targets = pad_histories([r[1:] for r in rows], L, n_items)  # (b, L)
         negs = torch.from_numpy(
             sample_negatives(batch_users, L, n_items, consumed, rng))  # (b, L)
         inputs, targets, negs = inputs.to(dev), targets.to(dev), negs.to(dev)
