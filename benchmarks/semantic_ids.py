@@ -3,8 +3,8 @@ largest group of items sharing one code tuple, and reconstruction error against 
 network with random codebooks (the baseline, as a ratio).
 
 Item vectors come from the dataset's source as `genrec build` picks it ("auto"): MiniLM content
-vectors (title | genres | year) for ml-100k, the trained two-tower's item vectors for Amazon
-Beauty (no item text). Uses the default build profile's RQ-VAE
+vectors (title | genres | year) together with the trained two-tower's item vectors for ml-100k,
+the two-tower's alone for Amazon Beauty (no item text). Uses the default build profile's RQ-VAE
 (3 x 256, beta 0.25).
 
 Usage: python benchmarks/semantic_ids.py [--datasets ml-100k,beauty] [--json out.json]
@@ -45,7 +45,6 @@ def collaborative_vectors(job: BuildJob) -> float:
 
 def run(name: str, seed: int, cache: Path) -> dict:
     ds = load_dataset(name)
-    source = "content" if ds.item_side.titles is not None else "collaborative"  # as "auto"
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / "a"
         out.mkdir()
@@ -62,7 +61,7 @@ def run(name: str, seed: int, cache: Path) -> dict:
         sid_s = time.perf_counter() - t
         rq = load_model(out, "rqvae")
         sids = SemanticIds.load(out / SEMANTIC_IDS)
-    _, x = item_embedding_source(ds, source, collab, cache)
+    source, x = item_embedding_source(ds, report["source"], collab, cache)
     xt = torch.from_numpy(x)
     with torch.no_grad():
         mse = sq_err(rq.reconstruct(xt), xt).item()

@@ -118,7 +118,7 @@ def run_profile(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--runs", default="sasrec-bce,hstu,gru4rec",
+    ap.add_argument("--runs", default=None,
                     help=f"comma-separated, from: {','.join(RUNS)}")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("tune_sequential.jsonl"))
@@ -130,8 +130,15 @@ def main() -> None:
     args = ap.parse_args()
     np.random.seed(0)
     if args.profile:
+        comp = component(args.component)
+        if comp.net is None or comp.trainer is None:
+            ap.error(f"--component {args.component}: only the sequential retrievers "
+                     "(gru4rec, sasrec, hstu_retrieval) train on their own")
+        if args.runs or args.epochs:
+            ap.error("--runs and --epochs do not apply with --profile (use --set)")
         run_profile(args)
         return
+    args.runs = args.runs or "sasrec-bce,hstu,gru4rec"
     for name in args.runs.split(","):
         run(name.strip(), args.dataset, args.device, args.out, args.epochs)
 

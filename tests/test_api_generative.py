@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.engine.rank.fusion import FusionPlan
 from service.config import Settings
 from service.experiments import Experiment, assign
 from tests.helpers import running
@@ -47,8 +48,9 @@ async def test_forced_generative_path(client: httpx.AsyncClient, tiny_artifacts:
     stages = [(s["name"], s["source"]) for s in body["stages"]]
     # The generator runs first, then whatever sources the fitted plan added.
     assert stages[0][0] == "recall" and stages[0][1].split("+")[0] == "semantic_id"
-    plan = json.loads((tiny_artifacts / "fusion.json").read_text())["generative"]
-    assert (("rank", "hstu") in stages) == (plan["weights"]["ranker"] > 0)
+    plan = FusionPlan.from_dict(
+        json.loads((tiny_artifacts / "fusion.json").read_text())["generative"])
+    assert (("rank", "hstu") in stages) == plan.uses_ranker
     # The arm's params reach the pipeline: its last_stage stops it before the reranker, and
     # its 60 generated candidates are all in the union.
     assert stages[-1] == ("fusion", "rrf")
@@ -97,5 +99,6 @@ async def test_metrics_per_arm_for_both_paths(client: httpx.AsyncClient,
     assert "recall" in names
     for name in names:
         assert f'genrec_stage_latency_seconds_count{{path="generative",stage="{name}"}}' in text
-    plan = json.loads((tiny_artifacts / "fusion.json").read_text())["generative"]
-    assert ("rank" in names) == (plan["weights"]["ranker"] > 0)
+    plan = FusionPlan.from_dict(
+        json.loads((tiny_artifacts / "fusion.json").read_text())["generative"])
+    assert ("rank" in names) == plan.uses_ranker

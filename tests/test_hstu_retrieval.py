@@ -207,3 +207,23 @@ def test_training_learns_next_item_rule(with_time: bool) -> None:
         scores[row, torch.from_numpy(s)] = -torch.inf
     hit = scores.argmax(1).numpy() == truth
     assert hit[new_next].mean() > 0.8, hit[new_next].mean()
+
+
+@pytest.mark.parametrize("with_time", [False, True])
+def test_windows_reach_early_targets(with_time: bool) -> None:
+    """With windows (every target once per epoch) a rule seen only in the first half of long
+    sequences is learned, timestamps cut with the same rows."""
+    rng = np.random.default_rng(0)
+    seqs = [np.concatenate([np.array([0, 1] * 10), rng.integers(10, N_ITEMS, size=20)])
+            for _ in range(200)]  # 40 items: the 0 <-> 1 cycle first, random items later
+    times = [1.6e9 + np.cumsum(rng.exponential(3600.0, size=len(s) + 1)) for s in seqs]
+    torch.manual_seed(0)
+    m = HSTURetrieval(tiny_config(n_heads=1, max_len=10, dropout=0.0))
+    cfg = HSTURetrievalTrainConfig(epochs=15, batch_size=32, lr=1e-2, n_negatives=16,
+                                   temperature=0.05, seed=0, num_threads=None, windows=True)
+    train_hstu_retrieval(m, seqs, N_ITEMS, cfg, timestamps=times if with_time else None,
+                         progress=False)
+    ts = torch.tensor([[1.6e9, 1.6e9 + 3600.0, 1.6e9 + 7200.0]]) if with_time else None
+    with torch.no_grad():
+        v = m.user_vector(pad_histories([np.array([0, 1, 0])], 3, N_ITEMS), ts)
+    assert int((v @ m.item_vectors().T).argmax()) == 1

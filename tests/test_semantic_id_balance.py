@@ -144,5 +144,15 @@ def test_both_sources_concatenate_unit_parts(monkeypatch) -> None:
     unit = collab / np.linalg.norm(collab, axis=1, keepdims=True)
     np.testing.assert_allclose(x[:, 6:] * np.sqrt(2), unit, rtol=1e-5, atol=1e-6)
     assert item_embedding_source(ds, "content", lambda: collab)[1] is content  # unchanged
+    # "auto": both parts where items have text; the collaborative vectors alone otherwise.
+    auto_src, auto_x = item_embedding_source(ds, "auto", lambda: collab)
+    assert auto_src == "both"
+    np.testing.assert_array_equal(auto_x, x)
+    monkeypatch.setattr(ds.item_side, "titles", None)
+    auto_src, auto_x = item_embedding_source(ds, "auto", lambda: collab)
+    assert auto_src == "collaborative"
+    np.testing.assert_allclose(auto_x, unit, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs item text"):
+        item_embedding_source(ds, "both", lambda: collab)
     with pytest.raises(ValueError, match="both"):
         item_embedding_source(ds, "text", lambda: collab)

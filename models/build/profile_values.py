@@ -33,17 +33,11 @@ VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "semantic_ids": {"source": "auto"},
         "rqvae": {"reassign_collisions": True},
         "rqvae_train": {"epochs": 100},
-        # TIGER reads the last 20 items, as in the paper. On a CPU an epoch is a random
-        # subset of the ~97k ml-100k samples (see models/train/tiger.py); `genrec retrain`
-        # trains on every sample on a GPU.
-        # CPU budget (~3 min on 2 cores), chosen on the validation split: a 64-wide model seeing
-        # 8,192 samples per epoch in batches of 64 beat the 128-wide one seeing 4,096 in
-        # batches of 256 (semantic_id HR@10 0.115 vs 0.072).
-        # CPU: 10 items of history and 1 + 1 layers, a quarter of the 20-item 2 + 2 model's
-        # cost per sample, so 16 epochs fit the time of 4 (validation HR@10 0.102 vs 0.074).
-        # Causal encoder trained on whole history chunks (a target at every position per
-        # encoder pass): validation HR@10 0.139 against 0.101 for one target per pass in the
-        # same time; 6 epochs over every sample with both item vectors: 0.188 in 53 s.
+        # TIGER on a CPU, chosen on the validation split (ml-100k): 64 wide, 10 items of
+        # history, 1 + 1 layers (a quarter of the 20-item 2 + 2 model's cost per target);
+        # a causal encoder trained on whole history chunks (a target at every position per
+        # encoder pass): HR@10 0.139 against 0.101 for one target per pass in the same
+        # time; 6 epochs over every sample with both item vectors: 0.188 in 53 s.
         "tiger": {"max_history": 10, "dim": 64, "ff_dim": 256, "enc_layers": 1,
                   "dec_layers": 1, "causal": True},
         "tiger_train": {"epochs": 6, "samples_per_epoch": None, "batch_size": 64, "lr": 3e-3},
@@ -57,9 +51,8 @@ VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # datasets; HSTU dropout 0.5 beat 0.2 on Beauty. "select_every": validate every N
         # epochs and keep the best epoch's weights (models/build_retrieval.py).
         # CPU budgets, chosen on the ml-100k validation split (docs/benchmarks.md, "CPU
-        # default"): the last 50 items (not 200) in batches of 32 users: 2 s an epoch on 2
-        # cores, against 12.7 s for 200 items in batches of 128, and 4x the updates; 30
-        # epochs reach validation HR@10 0.215 (200 epochs of the `full` schedule: 0.226).
+        # default"): 50 items of history (not 200) in batches of 32 rows: cheaper per target
+        # than 200 items in batches of 128, and 4x the updates.
         "sasrec": {"dim": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.3, "max_len": 50},
         # windows: every training target once per epoch (sequences cut into 50-target
         # rows), not only each user's last 50: validation HR@10 0.234 in 71 s against 0.204
@@ -117,8 +110,8 @@ VALUES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-# "full": the default models trained on every sample, for a GPU (`genrec build --profile full
-# --device cuda`); the CPU default subsamples TIGER's and HSTU's training positions per epoch.
+# "full": the default models trained on every sample for longer, for a GPU (`genrec build
+# --profile full --device cuda`); the CPU default subsamples the HSTU ranker's positions.
 VALUES["full"] = {
     **VALUES["default"],
     "sasrec": {"dim": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.5, "max_len": "auto"},
@@ -135,13 +128,16 @@ VALUES["full"] = {
     "tiger_train": {"epochs": 30, "samples_per_epoch": None, "batch_size": 512,
                     "num_threads": None},
     "hstu_train": {"epochs": 10, "sample_frac": 1.0, "batch_size": 256, "num_threads": None},
+    # windows: every target once per epoch, as in the CPU default (where it was chosen on
+    # validation); it changes only sequences longer than max_len (200 / 50 items).
     "sasrec_train": {"epochs": 200, "batch_size": 128, "lr": 1e-3, "loss": "softmax",
-                     "select_every": 10, "num_threads": None},
+                     "select_every": 10, "num_threads": None, "windows": True},
     # lr 5e-4, chosen on validation (ml-100k HR@10 0.154 after 8 epochs; 3e-3 jumped
     # between 0.03 and 0.09 from epoch to epoch, below popularity on test).
     "gru4rec_train": {"epochs": 12, "batch_size": 64, "lr": 5e-4, "select_every": 1,
                       "num_threads": None},
-    "hstu_retrieval_train": {"epochs": 150, "select_every": 10, "num_threads": None},
+    "hstu_retrieval_train": {"epochs": 150, "select_every": 10, "num_threads": None,
+                             "windows": True},
     "tdm": {"branching": 2, "beam": 100, "jtm_rounds": 1, "max_history": 50},
     "tdm_train": {"epochs": 5, "batch_size": 512, "num_threads": None},
 }

@@ -1,10 +1,11 @@
 """SASRec training, the paper's objective.
 
-One row = one user with >= 2 training items (or, with ``windows``, one max_len-target piece of
-it). Inputs are seq[:-1] and targets seq[1:] (their last ``max_len`` items, right-aligned,
-left-padded with ``n_items``); at every real position
-the hidden state is scored against the target and against one negative drawn uniformly among
-items absent from the user's training sequence (fresh draws every batch). Loss: binary
+One row = one user with >= 2 training items: seq[:e], e = len(seq) (with ``windows``, one row
+per max_len targets, e = len, len - max_len, ...; ``samples.sequence_windows``). Inputs are
+seq[:e-1] and targets seq[1:e] (their last ``max_len`` items, right-aligned, left-padded with
+``n_items``); at every real position the hidden state is scored against the target and
+against one negative drawn uniformly among items absent from the user's training sequence
+(fresh draws every batch); with ``loss="softmax"``, against the whole catalog instead. Loss: binary
 cross-entropy on the positive (label 1) and negative (label 0) logits, summed per position and
 averaged over the real (non-padding) positions of the batch.
 """
