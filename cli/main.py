@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from models.artifacts.versions import DEFAULT_KEEP
 from models.registry import COMPONENTS, PATHS, RECALL, names
 from service.config import REPO_ROOT
 
@@ -20,7 +21,8 @@ console = Console()
 
 DatasetOpt = Annotated[str, typer.Option(help="bundled name (ml-100k, beauty) or a path")]
 ArtifactsOpt = Annotated[
-    Path | None, typer.Option(help="artifacts directory [default: artifacts/<dataset name>]")
+    Path | None, typer.Option(help="artifacts directory (its current version is used) or one "
+                                   "version's directory [default: artifacts/<dataset name>]")
 ]
 
 
@@ -54,8 +56,12 @@ def build(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="override a profile setting, GROUP.FIELD=VALUE (JSON values), e.g. "
                       "sasrec_train.epochs=20; repeatable")] = None,
+    keep: Annotated[int, typer.Option(
+        min=1, help="versions to keep in the artifacts directory (the newest; the current "
+                    "one is never deleted)")] = DEFAULT_KEEP,
 ) -> None:
-    """Train the cascade models on DATASET and export them to an artifacts directory."""
+    """Train the cascade models on DATASET and publish them as a new version of an artifacts
+    directory (versions/<version>/, then the `current` link)."""
     from models.build.main import build as run_build
     from models.data import DataFormatError
 
@@ -71,7 +77,7 @@ def build(
     try:
         chosen = [c.strip() for c in only.split(",") if c.strip()] or None
         run_build(dataset, out, profile=profile, seed=seed, console=console, device=device,
-                  only=chosen, overrides=set_ or [])
+                  only=chosen, overrides=set_ or [], keep=keep)
     except (DataFormatError, ValueError) as exc:
         _fail(exc)
     if evaluate:
@@ -98,6 +104,7 @@ def eval_(
     import torch
 
     from models.artifacts.manifest import read_manifest, update_metrics
+    from models.artifacts.versions import resolve_artifacts
     from models.data import DataFormatError, leave_one_out, load_dataset
     from models.engine.core.runtime import Runtime
     from models.evaluate.offline import evaluate
@@ -109,6 +116,10 @@ def eval_(
     try:
         settings = Settings()  # the GENREC_* values the service runs with
     except ValueError as exc:
+        _fail(exc)
+    try:
+        out = resolve_artifacts(out)  # a root's current version, read and updated below
+    except FileNotFoundError as exc:
         _fail(exc)
     manifest_path = out / "manifest.json"
     try:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from models.artifacts.versions import resolve_artifacts
 from models.data import load_dataset
 from models.engine.core.pipeline import Pipeline
 from models.engine.core.runtime import Runtime
@@ -97,7 +98,9 @@ async def load_into(state: AppState) -> None:
     s = state.settings
     try:
         torch.set_num_threads(s.torch_threads)
-        rt = await asyncio.to_thread(Runtime.load, s.artifacts_dir, s.hnsw_ef_search)
+        # An artifacts root serves its current version, resolved once (resolve_artifacts).
+        directory = await asyncio.to_thread(resolve_artifacts, s.artifacts_dir)
+        rt = await asyncio.to_thread(Runtime.load, directory, s.hnsw_ef_search)
         components = guard(build_components(rt, s))
         state.arm_params = check_arms(state.experiment, components.pipelines)
         if s.seed_store:
@@ -106,7 +109,7 @@ async def load_into(state: AppState) -> None:
         for name in ("two_tower", *components.rankers):
             metrics.MODEL_INFO.labels(name, rt.version).set(1)
         metrics.READY.set(1)
-        log.info("artifacts %s loaded (version %s)", s.artifacts_dir, rt.version)
+        log.info("artifacts %s loaded (version %s)", rt.directory, rt.version)
     except Exception as exc:  # surfaced through /readyz rather than crashing the server
         log.exception("loading artifacts failed")
         state.load_error = f"{type(exc).__name__}: {exc}"

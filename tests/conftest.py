@@ -117,12 +117,15 @@ def key_prefix() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Artifacts built from the bundled ml-100k with the tiny profile, once per session."""
+    """Artifacts built from the bundled ml-100k with the tiny profile, once per session: the
+    version directory the build published (its artifacts root is ``.parent.parent``, whose
+    ``current`` link points to it)."""
+    from models.artifacts.versions import resolve_artifacts
     from models.build.main import build
 
     out = tmp_path_factory.mktemp("artifacts") / "ml-100k"
     build("ml-100k", out, profile="tiny", seed=0, progress=False)
-    return out
+    return resolve_artifacts(out)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
-"""The artifacts directory's own files, beside the components' (``models.registry``):
-``manifest.json`` (written last: its presence means the directory is whole), the id maps and
-the user features. Build writes them; the runtime and `genrec eval` read them."""
+"""A version's own files, beside the components' (``models.registry``): ``manifest.json``
+(written last: its presence means the version is whole; it lists every other file with its size
+and sha256), the id maps and the user features. Build writes them; the runtime and `genrec
+eval` read them. Paths given here may be an artifacts root (``models.artifacts.versions``:
+its ``current`` version is read) or a version directory."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Any
 
 import orjson
 
+from models.artifacts.versions import MANIFEST, resolve_artifacts
+
 # 2: + semantic IDs, TIGER, HSTU; 3: + sequential retrievers, TDM
 ARTIFACT_VERSION = 3
-MANIFEST = "manifest.json"
 ID_MAPS = "id_maps.json"  # {"users": [...], "items": [...]}: dense index -> external id
 USER_FEATURES = "user_features.safetensors"  # codes (n_users, F)
 USER_FEATURE_NAMES = "user_features.json"  # names + vocab
@@ -22,19 +25,24 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    return orjson.loads((Path(directory) / MANIFEST).read_bytes())
+    """The manifest of the version ``directory`` names (``resolve_artifacts``)."""
+    return orjson.loads((resolve_artifacts(directory) / MANIFEST).read_bytes())
 
 
 def artifacts_complete(directory: Path) -> bool:
-    # The manifest is written last (build renames a finished temp dir into place), so its
-    # presence means the directory is whole.
-    return (Path(directory) / MANIFEST).is_file()
+    """Whether ``directory`` names a complete version. The manifest is written last and a
+    version is published only when whole, so its presence means the version is complete."""
+    try:
+        return (resolve_artifacts(directory) / MANIFEST).is_file()
+    except FileNotFoundError:
+        return False
 
 
 def update_metrics(out_dir: Path, stage: str, metrics: dict[str, dict[str, float]]) -> None:
-    """Store evaluation results in the manifest, keyed by split stage then method; methods
-    evaluated earlier and not in ``metrics`` keep their figures."""
-    path = Path(out_dir) / MANIFEST
+    """Store evaluation results in the manifest of the version ``out_dir`` names, keyed by
+    split stage then method; methods evaluated earlier and not in ``metrics`` keep their
+    figures. The manifest is not in its own ``files`` list, so the version still verifies."""
+    path = resolve_artifacts(out_dir) / MANIFEST
     manifest = orjson.loads(path.read_bytes())
     manifest.setdefault("metrics", {}).setdefault(stage, {}).update(metrics)
     tmp = path.with_suffix(".json.tmp")

@@ -4,13 +4,15 @@ leave-one-out training part -> an artifacts directory.
 The steps run in the registry's order, each as ``build(job, component) -> report`` writing its
 component's files; the report goes to ``manifest.json`` under ``configs``. The directory's own
 files (manifest, id maps, user features) are ``models.artifacts.manifest``'s. Models train on
-the training part only, so `genrec eval` numbers are honest. The directory is assembled under a
-temporary name and renamed into place when complete; nothing is pickled.
+the training part only, so `genrec eval` numbers are honest. Each build is a new version
+(``models.artifacts.versions``): assembled under a temporary name, listed file by file with
+checksums in its manifest, then published as ``<out>/versions/<version>/`` and made
+``<out>/current``; older versions beyond ``keep`` are pruned. A failed build leaves ``current``
+as it was. Nothing is pickled.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 from rich.console import Console
 from safetensors.numpy import save_file
 
+from models.artifacts import versions
 from models.artifacts.manifest import (
     ARTIFACT_VERSION,
     ID_MAPS,
@@ -46,13 +49,18 @@ def build(
     device: str = "cpu",
     only: list[str] | None = None,
     overrides: list[str] | None = None,
+    keep: int = versions.DEFAULT_KEEP,
 ) -> dict[str, Any]:
-    """Train everything and write the artifacts directory; returns the manifest.
+    """Train everything and publish it as a new version of the artifacts directory ``out_dir``
+    (``out_dir/versions/<version>``, then ``out_dir/current``); returns the manifest.
 
     ``only``: retrain just these components (``models.registry``; those trained on one's output
-    are retrained with it) and copy every other component from the existing ``out_dir``, which
-    must have been built from the same data. Popularity, ItemCF and the fusion plans are always
-    refitted. ``overrides``: ``GROUP.FIELD=VALUE`` settings on top of the profile."""
+    are retrained with it) and copy every other component from ``out_dir``'s current version,
+    which must have been built from the same data. Popularity, ItemCF and the fusion plans are
+    always refitted. ``overrides``: ``GROUP.FIELD=VALUE`` settings on top of the profile.
+    ``keep``: how many versions to keep (the newest; the current one is never deleted)."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
     # A bad profile or override fails before any data is read.
     checked = load_profile(profile, overrides or ())
     console = console or Console(quiet=not progress)
@@ -64,22 +72,22 @@ def build(
                   f"{ds.n_interactions} interactions")
     out_dir = Path(out_dir)
     reuse = Reuse(out_dir, ds.fingerprint, only)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = versions.staging_dir(out_dir)
+    versions.discard(tmp)
     tmp.mkdir(parents=True)
     job = BuildJob(ds=ds, split=leave_one_out(ds), seed=seed, progress=progress, device=device,
                    profile=checked, out=tmp, console=console)
     try:
         _write_ids(job)
         configs = _train_all(job, reuse)
-        manifest = _finish(job, dataset, profile, configs, reuse, list(overrides or ()))
+        manifest = _finish(job, dataset, profile, configs, reuse, list(overrides or ()),
+                           out_dir)
+        published = versions.publish(out_dir, tmp, manifest["version"], keep)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-built directory behind
+        versions.discard(tmp)  # never leave a half-built directory behind
         raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    console.print(f"artifacts written to {out_dir} in {time.perf_counter() - t_start:.1f}s")
+    console.print(f"artifacts written to {published} (now {out_dir / versions.CURRENT}) in "
+                  f"{time.perf_counter() - t_start:.1f}s")
     return manifest
 
 
@@ -109,13 +117,15 @@ def _write_ids(job: BuildJob) -> None:
 
 
 def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
-            reuse: Reuse, overrides: list[str]) -> dict[str, Any]:
-    """The manifest, written last: it marks the build complete."""
+            reuse: Reuse, overrides: list[str], root: Path) -> dict[str, Any]:
+    """The manifest, written last: it marks the build complete and lists every other file of
+    the version with its size and sha256. Its version names a directory not yet in ``root``."""
     ds = job.ds
     tmp = job.out
     sid_report = configs["semantic_ids"]
+    version = f"{ds.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     manifest = {
-        "version": f"{ds.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}",
+        "version": versions.unique_version(root, version),
         "artifact_format": ARTIFACT_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
         "profile": profile,
@@ -131,6 +141,7 @@ def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
         "semantic_ids": {k: sid_report[k] for k in ("source", "utilisation", "collision_rate",
                                                      "max_items_per_code", "id_length")},
         "metrics": {},
+        "files": versions.file_table(tmp),
     }
     write_json(tmp / MANIFEST, manifest)
     return manifest

@@ -1,5 +1,5 @@
 """Partial rebuilds (`genrec build --only ...`): which components to retrain, and copying the
-others from the previous artifacts directory.
+others from the current version of the artifacts directory (``models.artifacts.versions``).
 
 Retraining a component retrains what was trained on its output (``needs`` in
 ``models.registry``): the semantic IDs and TDM's tree come from the two-tower's item vectors
@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from models.artifacts.versions import MANIFEST, resolve_artifacts
 from models.registry import COMPONENTS, Component, component, names
 
 
@@ -33,8 +34,9 @@ def with_dependents(chosen: list[str]) -> set[str]:
 
 class Reuse:
     """``only`` None: a full build. Otherwise retrain ``only`` (plus dependents) and copy every
-    other component's files, config and training time from ``previous``; it must be a complete
-    artifacts directory built from data with the same ``fingerprint``."""
+    other component's files, config and training time from the version ``previous`` names
+    (``resolve_artifacts``); it must be complete and built from data with the same
+    ``fingerprint``."""
 
     def __init__(self, previous: Path, fingerprint: str, only: list[str] | None) -> None:
         self.previous = Path(previous)
@@ -46,11 +48,14 @@ class Reuse:
         if unknown:
             raise ValueError(f"--only: unknown components {unknown}; choose from "
                              f"{', '.join(names(COMPONENTS))}")
-        path = self.previous / "manifest.json"
-        if not path.is_file():
+        try:
+            # The version in use: the directory itself (layout before versions) or current.
+            self.previous = resolve_artifacts(self.previous)
+        except FileNotFoundError:
             raise ValueError(f"--only needs a complete earlier build in {self.previous} "
-                             "(no manifest.json there); run a full `genrec build` first")
-        self.manifest = orjson.loads(path.read_bytes())
+                             "(no manifest.json there, nor a current version); run a full "
+                             "`genrec build` first") from None
+        self.manifest = orjson.loads((self.previous / MANIFEST).read_bytes())
         if self.manifest.get("dataset", {}).get("fingerprint") != fingerprint:
             raise ValueError(f"--only: {self.previous} was built from other data; "
                              "run a full `genrec build`")

@@ -23,6 +23,7 @@ from index import load_index
 from index.base import VectorIndex
 from models.artifacts.checkpoint import load_model
 from models.artifacts.manifest import ID_MAPS, USER_FEATURES, read_manifest
+from models.artifacts.versions import resolve_artifacts
 from models.data.dataset import IdMap
 from models.registry import COMPONENTS, Component
 
@@ -89,8 +90,10 @@ class Runtime:
              manifest: dict | None = None) -> Runtime:
         """Load every component present; a missing file of a required one raises
         FileNotFoundError naming it. ``ef_search`` overrides the HNSW indexes' search depth;
-        ``manifest`` stands in for a directory still being built (no manifest.json yet)."""
-        directory = Path(directory)
+        ``manifest`` stands in for a directory still being built (no manifest.json yet).
+        ``directory`` is a version or an artifacts root whose ``current`` version is loaded
+        (``models.artifacts.versions.resolve_artifacts``)."""
+        directory = Path(directory) if manifest is not None else resolve_artifacts(directory)
         maps = orjson.loads((directory / ID_MAPS).read_bytes())
         codes = load_file(str(directory / USER_FEATURES))["codes"].astype(np.int64)
         manifest = read_manifest(directory) if manifest is None else manifest
