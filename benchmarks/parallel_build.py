@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from models.artifacts.versions import resolve_artifacts
 from models.build.partial import with_dependents
 from models.registry import COMPONENTS, component
 
@@ -57,13 +58,19 @@ def build_cmd(args: argparse.Namespace, out: Path, profile: str, only: str | Non
         cmd += ["--set", s]
     if not final:  # a chain's own fusion fit is thrown away: make it cheap
         cmd += ["--set", "fusion.users=100"]
+    else:  # the merged directory's only version worth keeping is the one this publishes
+        cmd += ["--keep", "1"]
     return cmd + (["--only", only] if only else [])
 
 
 def merge(into: Path, parts: dict[str, Path], names: dict[str, set[str]]) -> None:
-    """Copy each chain's components (files, config, training seconds) into ``into``."""
+    """Copy each chain's components (files, config, training seconds) into the current
+    version of ``into`` (its file checksums are stale until the final build publishes a new
+    version from it)."""
+    into = resolve_artifacts(into)
     man = orjson.loads((into / "manifest.json").read_bytes())
     for root, src in parts.items():
+        src = resolve_artifacts(src)
         part = orjson.loads((src / "manifest.json").read_bytes())
         for name in names[root]:
             comp = component(name)
@@ -97,7 +104,7 @@ def main() -> None:
     groups, shared = chains()
     procs: dict[str, tuple[subprocess.Popen, float]] = {}
     for root in groups:
-        shutil.copytree(base, work / root)
+        shutil.copytree(base, work / root, symlinks=True)  # keep the `current` link
         procs[root] = (run(build_cmd(args, work / root, args.profile, root, final=False),
                            work / f"{root}.log"), time.perf_counter())
     for root, (p, t) in procs.items():
@@ -105,7 +112,7 @@ def main() -> None:
             sys.exit(f"{root} failed: see {work / (root + '.log')}")
         print(f"{root}: {sorted(groups[root])} {time.perf_counter() - t:.0f}s", flush=True)
     merged = work / "merged"
-    shutil.copytree(base, merged)
+    shutil.copytree(base, merged, symlinks=True)
     merge(merged, {r: work / r for r in groups}, groups)
     # What needs two chains trains last, on the merged directory; then the fusion fit.
     last = ",".join(sorted(shared)) or "fusion"
@@ -113,11 +120,12 @@ def main() -> None:
     if run(build_cmd(args, merged, args.profile, last), work / "last.log").wait():
         sys.exit(f"--only {last} failed: see {work / 'last.log'}")
     print(f"--only {last} (+ fusion) {time.perf_counter() - t:.0f}s", flush=True)
-    man = orjson.loads((merged / "manifest.json").read_bytes())
+    final = resolve_artifacts(merged)  # the version the last build published
+    man = orjson.loads((final / "manifest.json").read_bytes())
     man["retrained"] = None  # every component was trained with this profile
     man["parallel_build"] = {"chains": {r: sorted(g) for r, g in groups.items()},
                              "last": sorted(shared)}
-    (merged / "manifest.json").write_bytes(orjson.dumps(man, option=orjson.OPT_INDENT_2))
+    (final / "manifest.json").write_bytes(orjson.dumps(man, option=orjson.OPT_INDENT_2))
     shutil.rmtree(out, ignore_errors=True)
     merged.rename(out)
     shutil.rmtree(work)
