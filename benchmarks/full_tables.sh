@@ -33,5 +33,5 @@ for d in ml-100k beauty; do
   done
   python benchmarks/path_ablation.py --artifacts "$out/$d" --stage test \
     > "$out/ablation-$d.log" 2>&1
-  cp "$out/$d/manifest.json" "$out/manifest-$d.json"
+  cp "$out/$d/current/manifest.json" "$out/manifest-$d.json"
 done
