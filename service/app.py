@@ -15,8 +15,8 @@ from service.config import Settings
 from service.experiments import load_experiment
 from service.exposures import close_exposure_log, create_exposure_log
 from service.loader import load_into
-from service.middleware import MetricsMiddleware
-from service.routers import admin, health, recommend, stages, users
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.routers import ROUTERS
 from service.state import AppState
 from service.stores.factory import create_store
 
@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="genrec", version="0.1.0", lifespan=lifespan)
     errors.install(app)
+    # The body limit sits inside the metrics (the last added is the outermost), so its 413s are
+    # counted; it refuses an oversized body before any route reads it (service/middleware.py).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
-    for module in (recommend, stages, users, admin, health):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -41,6 +41,27 @@ class Settings(BaseSettings, EngineSettings):
     # How long (seconds) a served list can still be credited with a click (Redis backend).
     exposure_ttl_s: float = Field(86_400.0, ge=0.001, le=90 * 86_400, allow_inf_nan=False)
 
+    # Redis faults: every call times out after redis_timeout_ms; after breaker_failures
+    # failures in a row the circuit opens and calls fail at once for breaker_reset_s, then one
+    # trial call is let through (half-open).
+    redis_timeout_ms: float = Field(50.0, gt=0, le=60_000, allow_inf_nan=False)
+    breaker_failures: int = Field(3, ge=1, le=1_000)
+    breaker_reset_s: float = Field(1.0, gt=0, le=3_600, allow_inf_nan=False)
+    # The embedded store keeps at most this many users (least recently used evicted first).
+    memory_store_max_users: int = Field(200_000, ge=1, le=100_000_000)
+
+    # Input limits: request bodies above max_body_bytes get 413 before they are parsed.
+    max_body_bytes: int = Field(1_000_000, ge=1_024, le=1_000_000_000)
+
+    # Model lifecycle: the `current` pointer of artifacts_dir is polled every reload_poll_s
+    # (0 turns the watch off; POST /admin/models/reload still works); smoke_users known users
+    # are run through every pipeline before a new version may serve.
+    reload_poll_s: float = Field(2.0, ge=0, le=3_600, allow_inf_nan=False)
+    smoke_users: int = Field(3, ge=1, le=100)
+
+    # Experiment state shared by replicas (Redis backend): polled this often.
+    experiment_sync_s: float = Field(1.0, gt=0, le=3_600, allow_inf_nan=False)
+
     # Process.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65_535)

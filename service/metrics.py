@@ -55,3 +55,40 @@ AB_CLICKS = Counter(
     "A/B arm", ["arm"],
 )
 AB_SHARE = Gauge("genrec_ab_share", "Current traffic share of each A/B arm", ["arm"])
+
+# Model lifecycle.
+MODEL_RELOADS = Counter(
+    "genrec_model_reloads_total", "Artifact versions offered to the service, by outcome "
+    "(swapped, rejected, rollback)", ["result"],
+)
+SERVING_VERSION = Gauge(
+    "genrec_serving_version_info", "The artifact version serving (value 1)", ["version"]
+)
+
+# Degradation and the store.
+DEGRADED = Counter(
+    "genrec_degraded_responses_total", "Answers served without a part they normally use, by "
+    "reason (store: Redis unreachable; models: a path's models not live yet)", ["reason"],
+)
+REDIS_LATENCY = Histogram(
+    "genrec_redis_latency_seconds", "Redis call latency by operation", ["op"],
+    buckets=_LATENCY_BUCKETS,
+)
+REDIS_ERRORS = Counter(
+    "genrec_redis_errors_total", "Failed Redis calls by operation and kind (timeout, "
+    "connection, breaker_open)", ["op", "kind"],
+)
+REDIS_BREAKER_OPEN = Gauge("genrec_redis_breaker_open", "1 while the Redis circuit is open")
+EXPOSURES_DROPPED = Counter(
+    "genrec_exposures_dropped_total", "Exposures that could not be written (store down)"
+)
+STORE_RESETS = Counter(
+    "genrec_store_resets_total", "Store resets detected (seed marker gone) and re-seeded"
+)
+STORE_USERS = Gauge("genrec_store_users", "Users held by the embedded store")
+STORE_EVICTIONS = Counter(
+    "genrec_store_evictions_total", "Users evicted from the embedded store (LRU cap)"
+)
+EXPERIMENT_REVISION = Gauge(
+    "genrec_experiment_revision", "Revision of the experiment state this process applies"
+)
