@@ -30,7 +30,7 @@ async def make_log(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIter
     def build(arms: tuple[str, ...] = ("control", "treatment"), experiment: str = "exp",
               ttl_s: float = 60.0) -> ExposureLog:
         log = create_exposure_log(url, key_prefix, experiment=experiment, arms=arms,
-                                  stream_maxlen=1_000, ttl_s=ttl_s)
+                                  stream_maxlen=1_000, ttl_s=ttl_s, timeout_ms=5_000.0)
         assert isinstance(log, RedisExposureLog if url else InMemoryExposureLog)
         created.append(log)
         return log

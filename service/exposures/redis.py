@@ -16,6 +16,9 @@ Every key ends in a fixed suffix or starts with a fixed infix, so no request id 
 name can make two kinds of key collide. Both writes are one Lua script each, so they are
 atomic: a duplicate request id records nothing, and concurrent identical clicks are credited
 once. A click on an exposure recorded under another experiment name is not credited.
+
+Calls go through the ``RedisLink`` shared with the user store (one circuit breaker per Redis
+URL); a failure raises ``StoreUnavailable``, which callers turn into a dropped exposure.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from service.stores.redis import DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT_S
+from service.stores.link import DEFAULT_TIMEOUT_S, RedisLink
 
 _RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -67,9 +70,10 @@ class RedisExposureLog:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisLink,
         prefix: str = "genrec:",
         *,
+        owns_link: bool = True,
         experiment: str = "default",
         arms: Sequence[str] = (),
         stream_maxlen: int = 100_000,
@@ -79,7 +83,9 @@ class RedisExposureLog:
             raise ValueError("stream_maxlen must be >= 1")
         if not ttl_s > 0:
             raise ValueError("ttl_s must be > 0")
-        self.client = client
+        self.link = client if isinstance(client, RedisLink) else RedisLink(client)
+        self.client = self.link.client
+        self.owns_link = owns_link
         self.prefix = prefix
         self.experiment = experiment
         self.arms = list(arms)
@@ -87,16 +93,17 @@ class RedisExposureLog:
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self.stream_key = f"{prefix}ab:exposures"
         self.counts_key = f"{prefix}ab:counts:{experiment}"
-        self._record = client.register_script(_RECORD)
-        self._click = client.register_script(_CLICK)
+        self._record = self.client.register_script(_RECORD)
+        self._click = self.client.register_script(_CLICK)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "genrec:", **kwargs: Any) -> RedisExposureLog:
-        """A log on its own lazy, blocking pool, sized like ``RedisStore.from_url``'s."""
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=DEFAULT_MAX_CONNECTIONS, timeout=DEFAULT_POOL_TIMEOUT_S
-        )
-        return cls(aioredis.Redis.from_pool(pool), prefix, **kwargs)
+    def from_url(cls, url: str, prefix: str = "genrec:", *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 breaker_failures: int = 3, breaker_reset_s: float = 1.0,
+                 **kwargs: Any) -> RedisExposureLog:
+        """A log on its own lazy link (pool + breaker), like ``RedisStore.from_url``'s."""
+        link = RedisLink.from_url(url, timeout_s=timeout_s, breaker_failures=breaker_failures,
+                                  breaker_reset_s=breaker_reset_s)
+        return cls(link, prefix, **kwargs)
 
     def request_key(self, request_id: str) -> str:
         return f"{self.prefix}ab:req:{request_id}:exp"
@@ -108,20 +115,25 @@ class RedisExposureLog:
         args = [self.ttl_ms, self.stream_maxlen, _b(self.experiment), _b(arm), _b(user_id),
                 repr(float(ts)), orjson.dumps(items), _b(request_id), *map(_b, items)]
         keys = [_b(self.request_key(request_id)), self.stream_key, _b(self.counts_key)]
-        return bool(await self._record(keys=keys, args=args))
+        return bool(await self.link.call(
+            "record_exposure", lambda: self._record(keys=keys, args=args)))
 
     async def attribute_click(self, request_id: str, item_id: str) -> str | None:
         keys = [_b(self.request_key(request_id)), _b(self.counts_key)]
-        arm = await self._click(keys=keys, args=[_b(self.experiment), _b(item_id)])
+        arm = await self.link.call(
+            "attribute_click", lambda: self._click(keys=keys, args=[_b(self.experiment),
+                                                                   _b(item_id)]))
         return None if arm is None else _s(arm)
 
     async def counters(self) -> dict[str, dict[str, int]]:
         out = {arm: {"exposures": 0, "clicks": 0} for arm in self.arms}
-        for field, value in (await self.client.hgetall(_b(self.counts_key))).items():
+        raw = await self.link.call("counters", lambda: self.client.hgetall(_b(self.counts_key)))
+        for field, value in raw.items():
             kind, _, arm = _s(field).partition(":")
             if kind in ("exposures", "clicks"):
                 out.setdefault(arm, {"exposures": 0, "clicks": 0})[kind] = int(value)
         return out
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.owns_link:
+            await self.link.close()

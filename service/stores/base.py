@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from service.stores.breaker import StoreUnavailable
+
+__all__ = ["EVENT_TYPES", "Event", "Interaction", "StoreUnavailable", "UserStore", "store_health"]
 
 EVENT_TYPES = ("view", "click", "like", "purchase")
 
@@ -29,7 +33,11 @@ class Event:
 
 class UserStore(Protocol):
     """Per user: a capped list of recent interactions (time order, oldest first) and the set of
-    every item id the user has consumed (never capped)."""
+    every item id the user has consumed (never capped).
+
+    A backend that can become unreachable raises ``StoreUnavailable`` from any method when it
+    is (down, hung, circuit open); ``append_events`` then has written nothing. Such a backend
+    also has ``async health() -> dict`` (see ``store_health``)."""
 
     async def append_events(self, events: Sequence[Event]) -> int:
         """Append all events atomically (all or nothing); returns how many were written."""
@@ -55,3 +63,15 @@ class UserStore(Protocol):
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+async def store_health(store: UserStore) -> dict[str, Any]:
+    """The store's ``health()``: ``{"ok": bool, "backend": "redis" | "memory", "breaker":
+    "closed" | "open" | "half_open", "last_error": str | None, "last_error_at": unix seconds |
+    None, "resets": int}``. Never raises. A store without ``health()`` (the embedded one) is
+    always up."""
+    health = getattr(store, "health", None)
+    if health is not None:
+        return await health()
+    return {"ok": await store.ping(), "backend": "memory", "breaker": "closed",
+            "last_error": None, "last_error_at": None, "resets": 0}

@@ -7,13 +7,35 @@ suffix, so ``u:a:seen``'s history is ``u:a:seen:hist`` and can't collide with us
     {prefix}u:{user_id}:seen   set of every consumed item id (never capped)
     {prefix}u:{user_id}:ver    INCR counter, bumped on every write to the user
     {prefix}seeded:{marker}    set once a seed run with that marker has completed
+    {prefix}batch:{batch_id}   "applied" or "aborted", for a few seconds: see below
 
-Writes to several users go through one MULTI/EXEC, so this layout assumes a single Redis (or
-a proxy that keeps a transaction on one node), not Redis Cluster.
+Every call goes through the shared ``RedisLink`` (time bound, circuit breaker, metrics); a
+failure raises ``StoreUnavailable``.
+
+An ``append_events`` batch is one Lua script (atomic like MULTI/EXEC: all or nothing, and its
+effects, not the script, go to the AOF and replicas) with a fresh batch id. The promise: a
+batch that answers ``StoreUnavailable`` (HTTP 503) is never applied later. A request whose
+reply timed out may still sit in a hung Redis's socket buffer and run when Redis resumes, so:
+
+1. the script refuses to run after its deadline: send time + twice the timeout + the clock
+   error, in Redis's own clock (the offset to it is measured with TIME, so host clock skew
+   doesn't matter), and a failed batch is not answered before that deadline has passed;
+2. it claims ``batch:{id}`` with SET NX before writing; after a timeout the store claims the
+   same key as "aborted" on a fresh connection: whichever runs first wins, so the answer is
+   exact whenever Redis answers that check (a batch found "applied" is reported as written);
+3. the client never retries a command, so nothing is sent twice.
+
+The remaining gap: Redis runs the batch before its deadline and then stops answering before
+both its reply and the check get back (a freeze or partition in that instant); then a 503 can
+hide an applied batch. Writes to several users in one batch assume a single Redis (or a proxy
+that keeps a script on one node), not Redis Cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from itertools import islice
@@ -21,17 +43,52 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from service.stores.base import Event, Interaction
+from service.stores.breaker import StoreUnavailable
+from service.stores.link import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, RedisLink
 from service.stores.memory import validate_events, validate_histories
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisStore"]
 
 # Users per seed pipeline: large enough to amortise round trips, small enough that one
 # pipeline's request/reply buffers stay a few MB with 200-item histories.
 SEED_BATCH_USERS = 250
-# Connections per store (per worker process) and how long a caller waits for one.
-DEFAULT_MAX_CONNECTIONS = 64
-DEFAULT_POOL_TIMEOUT_S = 5.0
+# Seeding sends multi-MB pipelines on its own connection: this bounds each one.
+SEED_TIMEOUT_S = 60.0
+# The batch marker outlives its batch's deadline by this much (it only has to separate the
+# batch from its "aborted" check, which both happen before or near the deadline).
+BATCH_MARKER_TTL_MS = 10_000
+# Redis's clock offset is measured again after this long (drift, NTP steps).
+CLOCK_REFRESH_S = 30.0
+
+# KEYS: marker, then (hist, seen, ver) per user. ARGV: deadline ms (Redis clock), marker TTL
+# ms, history cap, users, then per user: n, n payloads, m, m item ids.
+# -> 1 applied; 0 marker taken (aborted); -1 past the deadline (nothing written).
+_APPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[1]) then return -1 end
+if not redis.call('SET', KEYS[1], 'applied', 'NX', 'PX', ARGV[2]) then return 0 end
+local cap, a = tonumber(ARGV[3]), 5
+for u = 0, tonumber(ARGV[4]) - 1 do
+  local hist, seen, ver = KEYS[2 + 3 * u], KEYS[3 + 3 * u], KEYS[4 + 3 * u]
+  local n = tonumber(ARGV[a])
+  redis.call('RPUSH', hist, unpack(ARGV, a + 1, a + n))
+  redis.call('LTRIM', hist, -cap, -1)
+  a = a + n + 1
+  local m = tonumber(ARGV[a])
+  redis.call('SADD', seen, unpack(ARGV, a + 1, a + m))
+  a = a + m + 1
+  redis.call('INCR', ver)
+end
+return 1
+"""
+# Claims the batch as aborted unless the batch claimed it first; -> "applied" | "aborted".
+_RESOLVE = """
+redis.call('SET', KEYS[1], 'aborted', 'NX', 'PX', ARGV[1])
+return redis.call('GET', KEYS[1])
+"""
 
 
 def _encode(item_id: str, type_: str, ts: float) -> bytes:
@@ -49,17 +106,32 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _now_ms() -> float:
+    return time.time() * 1000.0
+
+
 class RedisStore:
-    """``UserStore`` on Redis; see the module docstring for the key layout."""
+    """``UserStore`` on Redis; see the module docstring for the key layout and guarantees."""
 
     def __init__(
-        self, client: aioredis.Redis, prefix: str = "genrec:", max_history: int = 200
+        self, link: RedisLink | aioredis.Redis, prefix: str = "genrec:", max_history: int = 200,
+        *, owns_link: bool = True,
     ) -> None:
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
-        self.client = client
+        self.link = link if isinstance(link, RedisLink) else RedisLink(link)
+        self.client = self.link.client
+        self.owns_link = owns_link
         self.prefix = prefix
         self.max_history = max_history
+        self.resets = 0  # seed markers seen, then found gone (Redis restarted empty)
+        self._markers_seen: set[str] = set()
+        self._offset_ms: float | None = None  # Redis clock - local clock
+        self._offset_err_ms = 0.0
+        self._offset_at = 0.0
+        self._offset_lock = asyncio.Lock()
+        self._append = self.client.register_script(_APPEND)
+        self._resolve = self.client.register_script(_RESOLVE)
 
     @classmethod
     def from_url(
@@ -68,22 +140,16 @@ class RedisStore:
         prefix: str = "genrec:",
         max_history: int = 200,
         *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        breaker_failures: int = 3,
+        breaker_reset_s: float = 1.0,
         **kwargs: Any,
     ) -> RedisStore:
-        """Build a store on a new client (``redis://``, ``rediss://`` or ``unix://``).
-
-        Uses a *blocking* pool: under a burst of concurrent requests, callers wait up to
-        ``pool_timeout`` seconds for a free connection instead of failing at once with
-        ``MaxConnectionsError`` (the default pool's behaviour once it is exhausted). No
-        connection is made until the first command; extra keyword arguments go to the pool
-        (e.g. ``socket_timeout``)."""
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout, **kwargs
-        )
-        # from_pool hands ownership to the client, so close() also disconnects the pool.
-        return cls(aioredis.Redis.from_pool(pool), prefix=prefix, max_history=max_history)
+        """A store on its own ``RedisLink`` (lazy: no connection until the first command);
+        extra keyword arguments go to the pool (e.g. ``socket_connect_timeout``)."""
+        link = RedisLink.from_url(url, timeout_s=timeout_s, breaker_failures=breaker_failures,
+                                  breaker_reset_s=breaker_reset_s, **kwargs)
+        return cls(link, prefix=prefix, max_history=max_history)
 
     # -- keys ---------------------------------------------------------------------------------
     def _hist(self, user_id: str) -> str:
@@ -98,49 +164,79 @@ class RedisStore:
     def _marker(self, marker: str) -> str:
         return f"{self.prefix}seeded:{marker}"
 
-    # -- protocol -----------------------------------------------------------------------------
-    async def append_events(self, events: Sequence[Event]) -> int:
-        """Append all events in one MULTI/EXEC transaction; returns how many were written.
+    def _batch(self, batch_id: str) -> str:
+        return f"{self.prefix}batch:{batch_id}"
 
-        Malformed input raises ``ValueError`` before anything is sent. Once EXEC is sent Redis
-        applies the whole queue atomically; a connection lost before EXEC applies nothing."""
+    # -- writes -------------------------------------------------------------------------------
+    async def _redis_offset_ms(self) -> tuple[float, float]:
+        """(Redis's clock minus ours, its error bound: half the round trip of the TIME call)."""
+        fresh = time.monotonic() - self._offset_at < CLOCK_REFRESH_S
+        if self._offset_ms is None or not fresh:
+            async with self._offset_lock:  # one TIME call, not one per concurrent batch
+                if self._offset_ms is None or time.monotonic() - self._offset_at > CLOCK_REFRESH_S:
+                    before = _now_ms()
+                    sec, usec = await self.link.call("time", self.client.time)
+                    after = _now_ms()
+                    self._offset_ms = sec * 1000.0 + usec / 1000.0 - (before + after) / 2
+                    self._offset_err_ms = (after - before) / 2
+                    self._offset_at = time.monotonic()
+        return self._offset_ms, self._offset_err_ms
+
+    async def append_events(self, events: Sequence[Event]) -> int:
+        """Append all events in one atomic script; returns how many were written.
+
+        Malformed input raises ``ValueError`` before anything is sent. ``StoreUnavailable``
+        means nothing was written and nothing will be (module docstring)."""
         events = list(events)
         validate_events(events)
         if not events:
             return 0
-        # Group per user, keeping arrival order, so each user costs 4 commands.
+        # Group per user, keeping arrival order.
         per_user: dict[str, list[bytes]] = defaultdict(list)
         seen: dict[str, set[str]] = defaultdict(set)
         for ev in events:
             per_user[ev.user_id].append(_encode(ev.item_id, ev.type, ev.ts))
             seen[ev.user_id].add(ev.item_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            for user_id, payloads in per_user.items():
-                hist = self._hist(user_id)
-                pipe.rpush(hist, *payloads)
-                pipe.ltrim(hist, -self.max_history, -1)
-                pipe.sadd(self._seen(user_id), *seen[user_id])
-                pipe.incr(self._ver(user_id))
-            await pipe.execute()
+        marker = self._batch(uuid.uuid4().hex)
+        keys: list[str] = [marker]
+        users: list[Any] = []
+        for user_id, payloads in per_user.items():
+            keys += [self._hist(user_id), self._seen(user_id), self._ver(user_id)]
+            users += [len(payloads), *payloads, len(seen[user_id]), *seen[user_id]]
+        offset, err = await self._redis_offset_ms()
+        # Twice the timeout: a loaded event loop fires the client's timer late, and a batch
+        # should not expire while its caller still waits for it.
+        window = 2 * self.link.timeout_s * 1000.0 + err
+        sent = _now_ms()
+        args = [int(sent + offset + window), BATCH_MARKER_TTL_MS, self.max_history,
+                len(per_user), *users]
+        try:
+            done = await self.link.call(
+                "append_events", lambda: self._append(keys=keys, args=args))
+        except StoreUnavailable as exc:
+            if exc.kind == "breaker_open":
+                raise  # nothing was sent
+            if await self._applied_after_all(marker):
+                return len(events)
+            # Unresolved: answer only once the deadline has passed in Redis's clock too, so
+            # the batch can no longer run when the caller hears "not written".
+            wait_ms = sent + window + err - _now_ms()
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000.0)
+            raise
+        if done != 1:  # past its deadline (a slow Redis) or claimed as aborted: not written
+            raise StoreUnavailable("append_events", "expired")
         return len(events)
 
-    async def get_history(self, user_id: str, limit: int) -> list[Interaction]:
-        """The most recent ``limit`` interactions, oldest first; [] for an unknown user."""
-        if limit <= 0:
-            # LRANGE -0 -1 would mean "everything", so handle the degenerate case here.
-            return []
-        raw = await self.client.lrange(self._hist(user_id), -limit, -1)
-        return [_decode(r) for r in raw]
-
-    async def get_consumed(self, user_id: str) -> set[str]:
-        return {_text(m) for m in await self.client.smembers(self._seen(user_id))}
-
-    async def history_version(self, user_id: str) -> int:
-        raw = await self.client.get(self._ver(user_id))
-        return int(raw) if raw is not None else 0
-
-    async def is_seeded(self, marker: str) -> bool:
-        return bool(await self.client.exists(self._marker(marker)))
+    async def _applied_after_all(self, marker: str) -> bool:
+        """After a failed append: claim its batch as aborted, unless it was applied. False
+        also when Redis doesn't answer: the script's deadline then keeps it from running."""
+        try:
+            got = await self.link.call(
+                "resolve_batch", lambda: self._resolve(keys=[marker], args=[BATCH_MARKER_TTL_MS]))
+        except StoreUnavailable:
+            return False
+        return _text(got) == "applied"
 
     async def seed(self, histories: Mapping[str, Sequence[Interaction]], marker: str) -> None:
         """Replace the given users' histories and consumed sets, then record ``marker``.
@@ -150,28 +246,80 @@ class RedisStore:
         set only after every batch succeeded, so an interrupted seed is simply re-run.
         Versions are INCRed, never reset, so (user, version) cache keys can't be reused."""
         validate_histories(histories)
-        users = iter(histories.items())
-        while batch := list(islice(users, SEED_BATCH_USERS)):
-            async with self.client.pipeline(transaction=True) as pipe:
-                for user_id, seq in batch:
-                    history = list(seq)  # any Sequence; slicing a list is well defined
-                    hist, seen = self._hist(user_id), self._seen(user_id)
-                    pipe.delete(hist, seen)
-                    recent = history[-self.max_history :]
-                    if recent:
-                        pipe.rpush(hist, *(_encode(it.item_id, it.type, it.ts) for it in recent))
-                    if history:
-                        pipe.sadd(seen, *{it.item_id for it in history})
-                    pipe.incr(self._ver(user_id))
-                await pipe.execute()
-        await self.client.set(self._marker(marker), "1")
+        bulk = self.link.bulk_client(SEED_TIMEOUT_S)
+        client = bulk or self.client
+        try:
+            users = iter(histories.items())
+            while batch := list(islice(users, SEED_BATCH_USERS)):
+                await self.link.call("seed", lambda b=batch: self._seed_batch(client, b),
+                                     timeout_s=SEED_TIMEOUT_S)
+            await self.link.call("seed", lambda: self.client.set(self._marker(marker), "1"))
+        finally:
+            if bulk is not None:
+                await bulk.aclose()
+        self._markers_seen.add(marker)
 
+    async def _seed_batch(self, client: aioredis.Redis, batch: list[tuple[str, Any]]) -> None:
+        async with client.pipeline(transaction=True) as pipe:
+            for user_id, seq in batch:
+                history = list(seq)  # any Sequence; slicing a list is well defined
+                hist, seen = self._hist(user_id), self._seen(user_id)
+                pipe.delete(hist, seen)
+                recent = history[-self.max_history :]
+                if recent:
+                    pipe.rpush(hist, *(_encode(it.item_id, it.type, it.ts) for it in recent))
+                if history:
+                    pipe.sadd(seen, *{it.item_id for it in history})
+                pipe.incr(self._ver(user_id))
+            await pipe.execute()
+
+    # -- reads --------------------------------------------------------------------------------
+    async def get_history(self, user_id: str, limit: int) -> list[Interaction]:
+        """The most recent ``limit`` interactions, oldest first; [] for an unknown user."""
+        if limit <= 0:
+            # LRANGE -0 -1 would mean "everything", so handle the degenerate case here.
+            return []
+        raw = await self.link.call(
+            "get_history", lambda: self.client.lrange(self._hist(user_id), -limit, -1))
+        return [_decode(r) for r in raw]
+
+    async def get_consumed(self, user_id: str) -> set[str]:
+        raw = await self.link.call(
+            "get_consumed", lambda: self.client.smembers(self._seen(user_id)))
+        return {_text(m) for m in raw}
+
+    async def history_version(self, user_id: str) -> int:
+        raw = await self.link.call(
+            "history_version", lambda: self.client.get(self._ver(user_id)))
+        return int(raw) if raw is not None else 0
+
+    async def is_seeded(self, marker: str) -> bool:
+        """Whether a seed with ``marker`` completed. A marker this store saw and now finds
+        gone means Redis lost its data (restarted empty): counted in ``resets``."""
+        found = bool(await self.link.call(
+            "is_seeded", lambda: self.client.exists(self._marker(marker))))
+        if found:
+            self._markers_seen.add(marker)
+        elif marker in self._markers_seen:
+            self._markers_seen.discard(marker)
+            self.resets += 1
+        return found
+
+    # -- health -------------------------------------------------------------------------------
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
-        except (RedisError, OSError):
+            return bool(await self.link.call("ping", self.client.ping))
+        except StoreUnavailable:
             # A health check reports; it must not raise into the caller.
             return False
 
+    async def health(self) -> dict[str, Any]:
+        """``{"ok", "backend", "breaker", "last_error", "last_error_at", "resets"}``: ok is a
+        PING answered within the timeout (never raises; fails fast while the circuit is
+        open)."""
+        ok = await self.ping()
+        return {"ok": ok, "backend": "redis", **self.link.health(), "resets": self.resets}
+
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.owns_link:
+            await self.link.close()
