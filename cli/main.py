@@ -3,6 +3,8 @@ layer to serve); component and method names in its help come from ``models.regis
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -59,6 +61,9 @@ def build(
     keep: Annotated[int, typer.Option(
         min=1, help="versions to keep in the artifacts directory (the newest; the current "
                     "one is never deleted)")] = DEFAULT_KEEP,
+    progressive: Annotated[bool, typer.Option(
+        help="also publish a partial version whenever a new recall source is trained, for a "
+             "service that hot-loads them (what `genrec serve` runs on first start)")] = False,
 ) -> None:
     """Train the cascade models on DATASET and publish them as a new version of an artifacts
     directory (versions/<version>/, then the `current` link)."""
@@ -77,7 +82,7 @@ def build(
     try:
         chosen = [c.strip() for c in only.split(",") if c.strip()] or None
         run_build(dataset, out, profile=profile, seed=seed, console=console, device=device,
-                  only=chosen, overrides=set_ or [], keep=keep)
+                  only=chosen, overrides=set_ or [], keep=keep, progressive=progressive)
     except (DataFormatError, ValueError) as exc:
         _fail(exc)
     if evaluate:
@@ -173,10 +178,14 @@ def serve(
     artifacts: ArtifactsOpt = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    build_missing: Annotated[bool, typer.Option("--build/--no-build",
-                                                help="build missing artifacts first")] = True,
+    build_missing: Annotated[bool, typer.Option(
+        "--build/--no-build", help="train missing artifacts in a background process while "
+                                   "serving what is ready")] = True,
 ) -> None:
-    """Serve the API (embedded store unless GENREC_REDIS_URL is set)."""
+    """Serve the API (embedded store unless GENREC_REDIS_URL is set). Without complete
+    artifacts, a `genrec build --progressive` runs in its own process: the service answers as
+    soon as its first version (popularity, ItemCF) is published, seconds in, and hot-loads
+    each later one."""
     import uvicorn
 
     from models.artifacts.manifest import artifacts_complete
@@ -189,12 +198,39 @@ def serve(
         settings = Settings(dataset=dataset, artifacts_dir=out, host=host, port=port)
     except ValueError as exc:  # pydantic's ValidationError names the field
         _fail(exc)
+    trainer = None
     if not artifacts_complete(out):
         if not build_missing:
             _fail(FileNotFoundError(f"no artifacts in {out}; run `genrec build` first"))
-        console.print(f"no artifacts in {out}: building them from {dataset}")
-        build(dataset=dataset, artifacts=out, profile="default", seed=0, evaluate=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+        trainer = _start_progressive_build(dataset, out)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    finally:
+        if trainer is not None and trainer.poll() is None:
+            trainer.terminate()  # a stopped service stops its build too
+
+
+def _start_progressive_build(dataset: str, out: Path) -> subprocess.Popen[bytes]:
+    """`genrec build --progressive` in its own process (training never runs in the serving
+    one: its libraries and memory stay out of the replica), its progress on this terminal;
+    returns once the first version is published."""
+    import time
+
+    from models.artifacts.versions import resolve_artifacts
+
+    console.print(f"no complete artifacts in {out}: training them from {dataset} in the "
+                  "background; serving each model as it is ready")
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "build", "--dataset", dataset,
+                             "--artifacts", str(out), "--progressive"])
+    while True:
+        try:
+            resolve_artifacts(out)
+            return proc
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            _fail(RuntimeError(f"the build of {out} failed (exit status {proc.returncode})"))
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.nets.rerank import cosine_similarity, dpp, dpp_kernel, mmr
+from models.nets.rerank import cosine_similarity, dpp, dpp_kernel, mmr, pick_scores
 
 
 def _inputs(seed: int, n: int = 12, d: int = 6):
@@ -129,3 +129,26 @@ def test_more_diversity_lowers_similarity(fn):
     values = [mean_pairwise(fn(rel, emb, 8, d)) for d in (0.0, 0.5, 0.9)]
     assert values[0] > values[1] >= values[2]
     assert values[0] > 0.9  # one cluster
+
+
+@pytest.mark.parametrize("fn,name", [(mmr, "mmr"), (dpp, "dpp")])
+@pytest.mark.parametrize("diversity", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("seed", range(5))
+def test_pick_scores_never_increase_and_match_the_greedy(fn, name, diversity, seed):
+    rng = np.random.default_rng(seed)
+    rel, emb = rng.normal(size=40), rng.normal(size=(40, 6))
+    picked = fn(rel, emb, 12, diversity)
+    s = pick_scores(name, rel, emb, picked, diversity)
+    assert s.shape == (12,) and np.all(np.diff(s) <= 0)
+    if name == "mmr":  # the definition, pick by pick
+        r = (rel - rel.min()) / (rel.max() - rel.min())
+        u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        for t in range(1, 12):
+            prior = max(float(u[picked[t]] @ u[picked[j]]) for j in range(t))
+            want = (1 - diversity) * r[picked[t]] - diversity * prior
+            assert s[t] == pytest.approx(min(want, s[t - 1]), abs=1e-12)
+    else:  # the log-det gains of the picked prefix, from slogdet
+        kernel = dpp_kernel(rel, emb, diversity)[np.ix_(picked, picked)]
+        logdets = [0.0] + [np.linalg.slogdet(kernel[:t, :t])[1] for t in range(1, 13)]
+        want = np.minimum.accumulate(np.diff(logdets))
+        np.testing.assert_allclose(s, want, rtol=1e-6, atol=1e-6)

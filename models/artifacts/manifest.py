@@ -31,10 +31,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 def artifacts_complete(directory: Path) -> bool:
     """Whether ``directory`` names a complete version. The manifest is written last and a
-    version is published only when whole, so its presence means the version is complete."""
+    version is published only when whole, so its presence means the version is complete,
+    unless it says ``partial`` (a progressive build's step, ``models/build/main.py``)."""
     try:
-        return (resolve_artifacts(directory) / MANIFEST).is_file()
-    except FileNotFoundError:
+        path = resolve_artifacts(directory) / MANIFEST
+        return path.is_file() and not orjson.loads(path.read_bytes()).get("partial", False)
+    except (FileNotFoundError, orjson.JSONDecodeError):
         return False
 
 

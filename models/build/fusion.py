@@ -52,8 +52,9 @@ def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
     fitted: FusionPlan | None = None
     for spec in PATH_SPECS:  # the cascade first: the generative fit starts from its plan
         path = comp.pipelines.get(spec.name)
-        if path is None:
-            continue
+        if path is None or path.ranker is None or not all(r in comp.recall
+                                                          for r in spec.required):
+            continue  # served partial (models/engine/factory.py): nothing to fit
         t = time.perf_counter()
         # Both paths share the sources' lists per user (they are deterministic).
         path.available = memo

@@ -13,7 +13,9 @@ as it was. Nothing is pickled.
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from models.build.job import BuildJob
 from models.build.partial import Reuse
 from models.build.profiles import profile as load_profile
 from models.data import leave_one_out, load_dataset
-from models.registry import COMPONENTS, resolve
+from models.registry import COMPONENTS, RECALL, resolve
 
 
 def build(
@@ -50,6 +52,7 @@ def build(
     only: list[str] | None = None,
     overrides: list[str] | None = None,
     keep: int = versions.DEFAULT_KEEP,
+    progressive: bool = False,
 ) -> dict[str, Any]:
     """Train everything and publish it as a new version of the artifacts directory ``out_dir``
     (``out_dir/versions/<version>``, then ``out_dir/current``); returns the manifest.
@@ -58,9 +61,16 @@ def build(
     are retrained with it) and copy every other component from ``out_dir``'s current version,
     which must have been built from the same data. Popularity, ItemCF and the fusion plans are
     always refitted. ``overrides``: ``GROUP.FIELD=VALUE`` settings on top of the profile.
-    ``keep``: how many versions to keep (the newest; the current one is never deleted)."""
+    ``keep``: how many versions to keep (the newest; the current one is never deleted).
+    ``progressive``: also publish a partial version each time a new recall source is trained
+    (the first one holds popularity and ItemCF, seconds in), so a service watching
+    ``current`` answers long before the whole build is done (``models/engine/factory.py``
+    serves a partial version's paths from what is live)."""
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
+    if progressive and only:
+        raise ValueError("--progressive publishes a whole build's steps; it cannot be used "
+                         "with --only")
     # A bad profile or override fails before any data is read.
     checked = load_profile(profile, overrides or ())
     console = console or Console(quiet=not progress)
@@ -77,11 +87,16 @@ def build(
     tmp.mkdir(parents=True)
     job = BuildJob(ds=ds, split=leave_one_out(ds), seed=seed, progress=progress, device=device,
                    profile=checked, out=tmp, console=console)
+    meta = {"dataset": dataset, "profile": profile, "reuse": reuse,
+            "overrides": list(overrides or ()), "root": out_dir}
+    snapshot = None
+    if progressive:
+        def snapshot(configs: dict[str, Any], todo: list[str]) -> None:
+            _publish_partial(job, meta, configs, todo, keep)
     try:
         _write_ids(job)
-        configs = _train_all(job, reuse)
-        manifest = _finish(job, dataset, profile, configs, reuse, list(overrides or ()),
-                           out_dir)
+        configs = _train_all(job, reuse, snapshot)
+        manifest = _finish(job, meta, configs, tmp)
         published = versions.publish(out_dir, tmp, manifest["version"], keep)
     except BaseException:
         versions.discard(tmp)  # never leave a half-built directory behind
@@ -91,18 +106,43 @@ def build(
     return manifest
 
 
-def _train_all(job: BuildJob, reuse: Reuse) -> dict[str, Any]:
+def _train_all(job: BuildJob, reuse: Reuse,
+               snapshot: Callable[[dict[str, Any], list[str]], None] | None = None
+               ) -> dict[str, Any]:
     """Each component trained (or, in a partial rebuild, copied) in registry order; -> the
-    manifest's ``configs``, keyed by each component's manifest key."""
+    manifest's ``configs``, keyed by each component's manifest key. ``snapshot(configs,
+    still to train)`` runs whenever the components done so far serve a new recall source."""
     configs: dict[str, Any] = {}
-    for comp in COMPONENTS:
+    done: list[str] = []
+    served = 0
+    for i, comp in enumerate(COMPONENTS):
         if not (comp.always or reuse.train(comp.name)):
             reuse.keep(comp, job.out, configs, job.timings)
-            continue
-        t = time.perf_counter()
-        configs[comp.key] = resolve(comp.build)(job, comp)
-        job.timings[comp.key] = time.perf_counter() - t
+        else:
+            t = time.perf_counter()
+            configs[comp.key] = resolve(comp.build)(job, comp)
+            job.timings[comp.key] = time.perf_counter() - t
+        done.append(comp.name)
+        sources = sum(all(n in done for n in s.needs) for s in RECALL)
+        todo = [c.name for c in COMPONENTS[i + 1:]]
+        if snapshot is not None and sources > served and todo:
+            snapshot(configs, todo)
+        served = sources
     return configs
+
+
+def _publish_partial(job: BuildJob, meta: dict[str, Any], configs: dict[str, Any],
+                     todo: list[str], keep: int) -> None:
+    """Publish what the staging directory holds now as a partial version: a copy (later
+    steps keep writing to the staging directory) with its own manifest."""
+    root: Path = meta["root"]
+    snap = root.with_name(root.name + ".snapshot")
+    versions.discard(snap)
+    shutil.copytree(job.out, snap)
+    manifest = _finish(job, meta, configs, snap, todo)
+    versions.publish(root, snap, manifest["version"], keep)
+    job.console.print(f"published partial version {manifest['version']} "
+                      f"(still training: {', '.join(todo)})")
 
 
 def _write_ids(job: BuildJob) -> None:
@@ -116,30 +156,34 @@ def _write_ids(job: BuildJob) -> None:
                {"names": side.names if side else [], "vocab": side.vocab if side else {}})
 
 
-def _finish(job: BuildJob, dataset: str, profile: str, configs: dict[str, Any],
-            reuse: Reuse, overrides: list[str], root: Path) -> dict[str, Any]:
-    """The manifest, written last: it marks the build complete and lists every other file of
-    the version with its size and sha256. Its version names a directory not yet in ``root``."""
-    ds = job.ds
-    tmp = job.out
-    sid_report = configs["semantic_ids"]
+def _finish(job: BuildJob, meta: dict[str, Any], configs: dict[str, Any], tmp: Path,
+            todo: list[str] | None = None) -> dict[str, Any]:
+    """The manifest of the version assembled in ``tmp``, written last: it marks the version
+    complete (``partial`` with the components ``todo`` when a progressive build publishes
+    its steps) and lists every other file with its size and sha256. Its version names a
+    directory not yet in the artifacts root."""
+    ds, reuse = job.ds, meta["reuse"]
+    sid_report = configs.get("semantic_ids")
     version = f"{ds.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     manifest = {
-        "version": versions.unique_version(root, version),
+        "version": versions.unique_version(meta["root"], version),
         "artifact_format": ARTIFACT_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
-        "profile": profile,
-        "overrides": overrides,
+        "partial": bool(todo),
+        "training": todo or [],
+        "profile": meta["profile"],
+        "overrides": meta["overrides"],
         # A partial rebuild (`--only`): which components this profile retrained.
         "retrained": None if reuse.only is None else sorted(reuse.only),
         "seed": job.seed,
-        "dataset": {"name": ds.name, "source": dataset, "fingerprint": ds.fingerprint,
+        "dataset": {"name": ds.name, "source": meta["dataset"], "fingerprint": ds.fingerprint,
                     "n_users": ds.n_users, "n_items": ds.n_items,
                     "n_interactions": ds.n_interactions, "split": "leave-one-out"},
         "configs": configs,
         "train_seconds": {k: round(v, 3) for k, v in job.timings.items()},
-        "semantic_ids": {k: sid_report[k] for k in ("source", "utilisation", "collision_rate",
-                                                     "max_items_per_code", "id_length")},
+        "semantic_ids": None if sid_report is None else {
+            k: sid_report[k] for k in ("source", "utilisation", "collision_rate",
+                                       "max_items_per_code", "id_length")},
         "metrics": {},
         "files": versions.file_table(tmp),
     }

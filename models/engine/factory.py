@@ -16,7 +16,7 @@ from models.engine.paths.fused import FusedPath
 from models.engine.paths.generative import GENERATOR, Generative
 from models.engine.rank.fusion import RANKER, FusionPlan
 from models.engine.rank.rerank import Reranker
-from models.registry import PATH_SPECS, RANKERS, RECALL, RERANKERS, Stage, resolve
+from models.registry import PATH_SPECS, RANKERS, RECALL, RERANKERS, PathSpec, Stage, resolve
 
 PATH_CLASSES: dict[str, type[FusedPath]] = {"cascade": Cascade, "generative": Generative}
 LEGACY_DIVERSITY = 0.05  # artifacts without a fitted plan
@@ -55,25 +55,46 @@ def plan_for(rt: Runtime, path: str, settings: EngineSettings) -> FusionPlan:
     return legacy_plan(path, settings)
 
 
+def partial_plan(spec: PathSpec, recall: dict[str, RecallSource],
+                 settings: EngineSettings) -> FusionPlan:
+    """The plan of a path whose models are not all live (a progressive build publishes a
+    version after each model, and the fusion fit comes last): equal-weight reciprocal-rank
+    fusion of the path's live sources, popularity only where nothing else is live. Unfitted,
+    so the ranker and the diversity reranker stay off (fitted plans gave the rankers weight 0
+    on validation)."""
+    live = [s for s in spec.pool if s in recall and s != "popular"] or ["popular"]
+    quota = max(settings.recall_ann_k, settings.generative_candidates)
+    return FusionPlan(sources=dict.fromkeys(live, quota),
+                      weights={**dict.fromkeys(live, 1.0), RANKER: 0.0}, diversity=0.0)
+
+
 def build_paths(rt: Runtime, settings: EngineSettings, recall: dict[str, RecallSource],
                 rankers: dict[str, Any], reranker: Reranker | None) -> dict[str, Pipeline]:
-    """Every path whose ranker and required sources the artifacts hold."""
+    """Every path. One whose ranker, required sources or plan's sources the artifacts lack
+    is served ``partial`` from the sources that are live (``partial_plan``)."""
     pipelines: dict[str, Pipeline] = {}
     for spec in PATH_SPECS:
         ranker_name = settings.ranker if spec.name == "cascade" else spec.ranker
-        if ranker_name not in rankers or not all(r in recall for r in spec.required):
-            continue
-        pipelines[spec.name] = PATH_CLASSES[spec.name](
-            plan_for(rt, spec.name, settings), recall, rankers[ranker_name], reranker,
+        plan = plan_for(rt, spec.name, settings)
+        whole = (ranker_name in rankers and all(r in recall for r in spec.required)
+                 and all(s in recall for s in plan.sources))
+        if not whole:
+            plan = partial_plan(spec, recall, settings)
+        path = PATH_CLASSES[spec.name](
+            plan, recall, rankers.get(ranker_name), reranker if whole else None,
             recall["popular"], rerank_window=settings.rerank_window,
-            diversity=settings.rerank_diversity)
+            diversity=settings.rerank_diversity if whole else 0.0)
+        path.partial = not whole
+        pipelines[spec.name] = path
     return pipelines
 
 
 def build_components(rt: Runtime, settings: EngineSettings) -> Components:
     recall = _make(RECALL, rt, settings)
     rankers = _make(RANKERS, rt, settings)
-    rerankers = {m: Reranker(m, rt.item_emb) for m in RERANKERS}
-    reranker = None if settings.rerank == "none" else rerankers[settings.rerank]
+    # The rerankers measure similarity with the two-tower's item vectors.
+    rerankers = ({m: Reranker(m, rt.item_emb) for m in RERANKERS}
+                 if rt.has("two_tower") else {})
+    reranker = rerankers.get(settings.rerank)  # None for "none"
     return Components(recall, rankers, rerankers,
                       build_paths(rt, settings, recall, rankers, reranker))

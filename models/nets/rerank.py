@@ -163,3 +163,34 @@ def dpp(
         rest = [int(i) for i in np.argsort(-r, kind="stable") if not taken[i]]
         picked.extend(rest[: k - len(picked)])
     return picked
+
+
+def pick_scores(method: str, rel: np.ndarray, emb: np.ndarray, picked: list[int],
+                diversity: float) -> np.ndarray:
+    """The reranker's own score of each pick, in pick order: the greedy objective's marginal
+    gain when the item was picked. MMR: (1 - diversity) r_i - diversity max_{j picked before}
+    cos(i, j) (the first pick: r_i); DPP: log det(L_{S+i}) - log det(L_S), from the Cholesky
+    factor of the picked items' kernel. Greedy gains never increase (MMR's objective and the
+    DPP's log det are diminishing in the selection), so the scores agree with the order;
+    a DPP early stop's relevance fill-ins are capped by the score before them. Relevance is
+    min-max normalised over all of ``rel``, as in the selection. -> (len(picked),) float64."""
+    r, e = _check(rel, emb, len(picked), diversity)
+    if not picked:
+        return np.zeros(0)
+    r, u, p = _minmax(r), _unit(e), np.asarray(picked)
+    cos = np.clip(u[p] @ u[p].T, -1.0, 1.0)  # (m, m)
+    if method == "mmr":
+        prior = np.where(np.tri(len(p), k=-1, dtype=bool), cos, -np.inf).max(axis=1)
+        gains = np.where(np.arange(len(p)) == 0, r[p],
+                         (1.0 - diversity) * r[p] - diversity * prior)
+    elif method == "dpp":
+        q = _quality(r, diversity)[p]
+        kernel = q[:, None] * (0.5 * (1.0 + cos) + _JITTER * np.eye(len(p))) * q[None, :]
+        # (m, m) PD by construction; rounding can still break a near-duplicate's pivot.
+        try:
+            gains = 2.0 * np.log(np.diag(np.linalg.cholesky(kernel)))
+        except np.linalg.LinAlgError:
+            gains = np.log(np.maximum(q * q, 1e-300))
+    else:
+        raise ValueError(f"unknown rerank method {method!r}")
+    return np.minimum.accumulate(gains)

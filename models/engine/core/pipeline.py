@@ -37,10 +37,18 @@ class StageTiming:
 @dataclass
 class PipelineResult:
     items: np.ndarray  # (k,) int64 dense ids, in display order
-    scores: np.ndarray  # (k,) float32
+    # (k,) float32, never increasing down the list: the last stage's own scores (the
+    # reranker's where it ran, else the fused relevance).
+    scores: np.ndarray
     stages: list[StageTiming] = field(default_factory=list)
     cold_start: bool = False
     path: str = "cascade"
+    # The path ran without some of its models (a progressive build's early version): its
+    # stages name what was used.
+    partial: bool = False
+    # (k,) float32 relevance of each item (the fused score); after a diversity reranker its
+    # order can disagree with the list's. None where only one score exists (cold start).
+    relevance: np.ndarray | None = None
 
 
 class Pipeline(Protocol):

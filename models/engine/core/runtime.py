@@ -70,7 +70,7 @@ class Runtime:
         """The longest history any loaded model reads: requests fetch this many recent items
         from the store, and each stage keeps its own model's tail of them."""
         lengths = [n for n in map(history_length, self.nets.values()) if n is not None]
-        return max(lengths)
+        return max(lengths, default=DEFAULT_HISTORY)  # none: a popularity/ItemCF-only version
 
     @property
     def version(self) -> str:
@@ -101,8 +101,10 @@ class Runtime:
                  users=IdMap.from_ids(maps["users"]), items=IdMap.from_ids(maps["items"]),
                  user_codes=codes, components=frozenset())
         present = []
+        # A progressive build's early versions hold only the components trained so far.
+        partial = bool(manifest.get("partial"))
         for comp in COMPONENTS:
-            if _present(directory, comp):
+            if _present(directory, comp, partial):
                 rt._load_files(comp.files, ef_search)
                 present.append(comp.name)
         rt.components = frozenset(present)
@@ -123,11 +125,14 @@ class Runtime:
                 self.arrays[stem] = load_file(str(path))
 
 
-def _present(directory: Path, comp: Component) -> bool:
+def _present(directory: Path, comp: Component, partial: bool = False) -> bool:
+    """Whether ``comp`` is in ``directory``: all its files, or none of them where that is
+    allowed (an optional component, or any component of a partial version); some of its
+    files without the others is always an error."""
     missing = [f for f in comp.files if not (directory / f).is_file()]
     if not missing:
         return True
-    if comp.optional and len(missing) == len(comp.files):
+    if (comp.optional or partial) and len(missing) == len(comp.files):
         return False
     raise FileNotFoundError(f"{directory / missing[0]}: missing file of component "
                             f"{comp.name!r}; rebuild with `genrec build --only {comp.name}`")

@@ -30,6 +30,9 @@ STAGE_DEPTH = {"recall": 0, "rank": 1, "rerank": 2}
 
 class FusedPath:
     path = "fused"
+    # Set by the factory when the artifacts lack some of the path's models (its ranker, its
+    # fitted plan's sources): the path then fuses whatever sources are live.
+    partial = False
 
     def __init__(self, plan: FusionPlan, available: Mapping[str, RecallSource], ranker: Any,
                  reranker: Reranker | None, popular: PopularRecall,
@@ -87,7 +90,8 @@ class FusedPath:
         if ctx.cold:
             ids, scores = self.popular.recall(ctx, k)
             stages.append(StageTiming("recall", self.popular.name, len(ids), clock.lap()))
-            return PipelineResult(ids, scores, stages, cold_start=True, path=self.path)
+            return PipelineResult(ids, scores, stages, cold_start=True, path=self.path,
+                                  partial=self.partial)
 
         ids, lists, used = self.recall(ctx, k, p)
         stages.append(StageTiming("recall", "+".join(used), len(ids), clock.lap()))
@@ -100,12 +104,18 @@ class FusedPath:
         order = best_first(ids, scores)
         ids, scores = ids[order], scores[order].astype(np.float32)
         stages.append(StageTiming("fusion", "rrf", len(ids), clock.lap()))
+        relevance = scores
 
         if depth >= 2 and self.reranker is not None and len(ids) > k:
             window = max(int(p.get("rerank_window", self.rerank_window)), k)
             ids, scores = ids[:window], scores[:window]
-            picked = self.reranker.select(ids, scores, k, float(p.get("diversity",
-                                                                      self.diversity)))
-            ids, scores = ids[picked], scores[picked]
+            diversity = float(p.get("diversity", self.diversity))
+            picked = self.reranker.select(ids, scores, k, diversity)
+            # The fused scores become each item's relevance; the list's own scores are the
+            # reranker's, so they never increase down the list it ordered.
+            relevance = scores[picked]
+            scores = self.reranker.list_scores(ids, scores, picked, diversity)
+            ids = ids[picked]
             stages.append(StageTiming("rerank", self.reranker.name, len(ids), clock.lap()))
-        return PipelineResult(ids[:k], scores[:k], stages, cold_start=False, path=self.path)
+        return PipelineResult(ids[:k], scores[:k], stages, cold_start=False, path=self.path,
+                              partial=self.partial, relevance=relevance[:k])

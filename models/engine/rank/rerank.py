@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.engine.rank.fusion import best_first
-from models.nets.rerank import dpp, mmr
+from models.nets.rerank import dpp, mmr, pick_scores
 from models.registry import RERANKERS
 
 _METHODS = {"mmr": mmr, "dpp": dpp}
@@ -27,3 +27,14 @@ class Reranker:
             return best_first(items, scores)[:k].tolist()
         fn = _METHODS[self.name]
         return list(fn(scores.astype(np.float64), self.item_emb[items], k, diversity))
+
+    def list_scores(self, items: np.ndarray, scores: np.ndarray, picked: list[int],
+                    diversity: float) -> np.ndarray:
+        """(len(picked),) float32 scores of a ``select`` result, in its order and never
+        increasing down the list: the relevance itself at diversity 0, else the greedy
+        method's marginal gain per pick (``models.nets.rerank.pick_scores``)."""
+        if diversity == 0.0:
+            return np.asarray(scores, dtype=np.float32)[picked]
+        out = pick_scores(self.name, scores.astype(np.float64), self.item_emb[items], picked,
+                          diversity)
+        return out.astype(np.float32)
