@@ -11,9 +11,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+
+from service import openapi
+
+# A 422 echoes each rejected ``input``, clipped to this: never the whole body back.
+ECHO_STR, ECHO_ITEMS, ECHO_DEPTH, ECHO_ERRORS = 64, 5, 3, 50
+# What FastAPI raises (as a 400 HTTPException) when the body can't be decoded at all.
+_PARSE_FAILURE = "There was an error parsing the body"
 
 
 class DomainError(Exception):
@@ -106,7 +114,79 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def clip(value: Any, depth: int = ECHO_DEPTH) -> Any:
+    """A small, JSON-safe preview of ``value``: strings cut to ``ECHO_STR`` characters,
+    containers to ``ECHO_ITEMS`` entries and ``ECHO_DEPTH`` levels (never recursing further,
+    so a deeply nested input can't blow the stack while the error is rendered)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and abs(value) >= 10**18:
+        value = str(value)  # a 4,000-digit number is an echo of 4 KB
+    if isinstance(value, str | bytes):
+        text = json_safe(value)
+        return text if len(text) <= ECHO_STR else text[:ECHO_STR] + f"... ({len(text)} chars)"
+    if isinstance(value, dict | list | tuple):
+        if depth <= 0:
+            return f"... ({type(value).__name__} of {len(value)})"
+        if isinstance(value, dict):
+            out: Any = {str(clip(k, 0)): clip(v, depth - 1)
+                        for k, v in list(value.items())[:ECHO_ITEMS]}
+        else:
+            out = [clip(v, depth - 1) for v in value[:ECHO_ITEMS]]
+        if len(value) > ECHO_ITEMS:
+            more = f"... ({len(value) - ECHO_ITEMS} more)"
+            if isinstance(out, dict):
+                out["..."] = more
+            else:
+                out.append(more)
+        return out
+    return json_safe(value) if isinstance(value, float) else value
+
+
+def validation_body(errors: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """FastAPI's 422 body with every echoed ``input`` and ``ctx`` clipped, and at most
+    ``ECHO_ERRORS`` errors (1,000 bad events would otherwise echo 1,000 entries)."""
+    out = []
+    for err in errors[:ECHO_ERRORS]:
+        err = dict(err)
+        if "input" in err:
+            err["input"] = clip(err["input"])
+        if isinstance(err.get("ctx"), dict):
+            err["ctx"] = {k: clip(v if isinstance(v, str | int | float) else str(v))
+                          for k, v in err["ctx"].items()}
+        out.append(err)
+    if len(errors) > ECHO_ERRORS:
+        out.append({"loc": ["body"], "type": "too_many_errors",
+                    "msg": f"{len(errors) - ECHO_ERRORS} more errors not shown"})
+    return {"detail": json_safe(jsonable_encoder(out, custom_encoder={bytes: _decode_bytes}))}
+
+
+def _parse_failure(cause: BaseException | None) -> tuple[str, str]:
+    """(type, msg) for a body FastAPI could not decode, by the parser's exception."""
+    if isinstance(cause, UnicodeError):
+        return "json_invalid", "the body is not UTF-8 (nor UTF-16/32) text"
+    if isinstance(cause, RecursionError):
+        return "json_too_deep", "the JSON body is nested too deeply"
+    return "json_invalid", clip(str(cause)) if cause is not None else _PARSE_FAILURE
+
+
+def http_error_body(exc: HTTPException) -> tuple[int, dict[str, Any]]:
+    """Starlette/FastAPI HTTP errors (404, 405, an undecodable body) in the service's one
+    shape, ``{"detail": [{loc, msg, type}]}``, instead of a bare ``{"detail": "..."}``."""
+    if isinstance(exc.detail, list):
+        return exc.status_code, {"detail": exc.detail}
+    if exc.status_code == 400 and exc.detail == _PARSE_FAILURE:
+        kind, msg = _parse_failure(exc.__cause__)
+        return 400, {"detail": [{"loc": ["body"], "msg": msg, "type": kind}]}
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return exc.status_code, {"detail": [{"loc": [], "msg": str(exc.detail), "type": kind}]}
+
+
 def install(app: FastAPI) -> None:
+    """The exception handlers, and the OpenAPI document's error responses
+    (``service.openapi``)."""
+    openapi.install(app)
+
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
@@ -121,5 +201,11 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler, made safe for unencodable echoed inputs (see json_safe); the
         # bytes encoder replaces jsonable_encoder's strict .decode(), which raises on non-UTF-8.
-        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: _decode_bytes})
-        return JSONResponse({"detail": json_safe(errors)}, status_code=422)
+        return JSONResponse(validation_body(exc.errors()), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> Response:
+        if exc.status_code in (204, 304):  # no body allowed (Starlette's own rule)
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        status, body = http_error_body(exc)
+        return JSONResponse(body, status_code=status, headers=exc.headers)

@@ -1,6 +1,6 @@
 """Pure ASGI middlewares (cheaper than BaseHTTPMiddleware, which wraps every response in a
 stream): per-request metrics, labelled by the matched route template (never the raw path, so
-/users/{user_id}/history stays one series), and the request-body size limit."""
+/users/{user_id}/history stays one series), and the request-body limits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+
+# The largest valid body (1,000 events or items) has about 1,000 arrays and objects.
+MAX_JSON_CONTAINERS = 20_000
 
 
 class MetricsMiddleware:
@@ -38,60 +41,96 @@ class MetricsMiddleware:
             metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - t0)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
-    """413 for a body over ``max_bytes``: refused from its Content-Length before any byte is
-    read, or as soon as the streamed chunks pass the limit (chunked uploads), so a huge body is
-    never buffered or parsed."""
+    """Bounds what a request body can cost before any route parses it.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    * 413 for a body over ``max_bytes``: from its Content-Length before any byte is read, or
+      as soon as the bytes actually received pass the limit (chunked uploads, or a length
+      header that lies: the count never trusts the header), so a huge body is never buffered.
+    * 400 for a JSON body with more than ``max_containers`` ``[`` / ``{`` characters. Python's
+      JSON parser (stdlib or orjson) holds the event loop while it builds every list, and with
+      the app's large heap the garbage collector makes that superlinear: 330,000 empty arrays
+      in a 1 MB body took 3-4 s, during which /healthz waited. The count is a C-speed
+      ``bytes.count`` (~2 ms per MB); it includes brackets inside strings, which only a body
+      built to be hostile has by the thousand (the largest valid body has ~1,000 containers).
 
-    async def _reject(self, send: Send) -> None:
-        body = orjson.dumps({"detail": [{
-            "loc": ["body"], "type": "body_too_large",
-            "msg": f"request body larger than {self.max_bytes} bytes"}]})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    The body is read here (it is at most ``max_bytes``) and replayed to the app in one message.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 max_containers: int = MAX_JSON_CONTAINERS) -> None:
+        self.app, self.max_bytes, self.max_containers = app, max_bytes, max_containers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_bytes
-                except ValueError:
-                    too_big = False  # the server rejects a malformed length itself
-                if too_big:
-                    await self._reject(send)
-                    return
+        if _declared_length(scope) > self.max_bytes:
+            await _reject(send, 413, "body_too_large",
+                          f"request body larger than {self.max_bytes} bytes", close=True)
+            return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away mid-body
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await _reject(send, 413, "body_too_large",
+                              f"request body larger than {self.max_bytes} bytes", close=True)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _parsed_as_json(scope) and (
+                body.count(b"[") + body.count(b"{") > self.max_containers):
+            await _reject(send, 400, "json_too_complex",
+                          f"JSON body with more than {self.max_containers} arrays and objects "
+                          "([ and { characters)")
+            return
+        replayed = False
 
         async def _receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect can come
 
-        async def _send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        await self.app(scope, _receive, send)
 
-        try:
-            await self.app(scope, _receive, _send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+
+def _declared_length(scope: Scope) -> int:
+    """The largest Content-Length header (0 if none). A value that is not a plain number is
+    left to the server, which refuses it; an absurdly long one counts as too large."""
+    longest = 0
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.strip()
+            if text.isdigit():
+                longest = max(longest, int(text) if len(text) < 19 else 1 << 62)
+    return longest
+
+
+def _parsed_as_json(scope: Scope) -> bool:
+    """Whether FastAPI will parse this body as JSON: no content type, application/json or
+    application/*+json (mirrors fastapi.routing)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            mime = value.split(b";", 1)[0].strip().lower()
+            return mime == b"application/json" or (
+                mime.startswith(b"application/") and mime.endswith(b"+json"))
+    return True
+
+
+async def _reject(send: Send, status: int, kind: str, msg: str, close: bool = False) -> None:
+    body = orjson.dumps({"detail": [{"loc": ["body"], "msg": msg, "type": kind}]})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of an oversized body is never read: the connection can't be reused
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
