@@ -56,14 +56,34 @@ class RecommendRequest(_Strict):
     )
 
 
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(
+        description="the item's score in the served list, never increasing down it: after a "
+        "diversity rerank the reranker's marginal gain when it picked the item (DPP or MMR "
+        "greedy selection), otherwise the relevance below"
+    )
+    relevance: float = Field(
+        description="how relevant the path's ranking found the item: its rank-fusion score "
+        "over the recall sources and the ranker (the popularity score on the cold-start path). "
+        "Comparable within one response only; after a diversity rerank it need not decrease "
+        "down the list"
+    )
+
+
 class RecommendResponse(BaseModel):
     request_id: str
     user_id: str
     arm: str
     path: str
-    items: list[ScoredItem]
+    items: list[RecommendedItem] = Field(description="best first, in display order")
     stages: list[Stage]
     cold_start: bool
+    degraded: bool = Field(
+        False, description="the store (Redis) was unavailable: served from the request's "
+        "`history` when given, else as a cold start (popular items); nothing consumed is "
+        "known, so consumed items may come back, and the exposure may not have been recorded"
+    )
 
 
 class _UserOrHistory(_Strict):
@@ -83,10 +103,17 @@ class RecallRequest(_UserOrHistory):
     exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_IDS)
 
 
+_STAGE_DEGRADED = Field(
+    False, description="the store (Redis) was unavailable: the request's `history` was used "
+    "when given, else the user was treated as having none"
+)
+
+
 class RecallResponse(BaseModel):
     method: str
     items: list[ScoredItem]
     ms: float
+    degraded: bool = _STAGE_DEGRADED
 
 
 class RankRequest(_UserOrHistory):
@@ -98,6 +125,7 @@ class RankResponse(BaseModel):
     model: str
     items: list[ScoredItem]
     ms: float
+    degraded: bool = _STAGE_DEGRADED
 
 
 class RerankRequest(_Strict):
@@ -158,6 +186,10 @@ class ExperimentOut(BaseModel):
     name: str
     salt: str
     arms: list[ArmOut]
+    revision: int = Field(
+        0, description="revision of the shared experiment state this process applies (bumped "
+        "by every share change; 0 = the configured split)"
+    )
 
 
 class SharesIn(_Strict):

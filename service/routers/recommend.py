@@ -1,4 +1,7 @@
-"""POST /recommend: the A/B arm's pipeline for one user, recorded as an exposure."""
+"""POST /recommend: the A/B arm's pipeline for one user, recorded as an exposure.
+
+Never fails for the store's sake: an unavailable store degrades the answer (see
+``service/user_context.py``) and an exposure that can't be written is dropped and counted."""
 
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ from service.deps import (
     StoreDep,
 )
 from service.experiments import resolve
-from service.schemas import RecommendRequest, RecommendResponse, ScoredItem, Stage
-from service.user_context import build_context
+from service.exposures import ExposureLog
+from service.schemas import RecommendedItem, RecommendRequest, RecommendResponse, Stage
+from service.stores.base import StoreUnavailable
+from service.user_context import load_context
 
 router = APIRouter(tags=["recommend"])
 
@@ -36,7 +41,7 @@ async def recommend(
     t0 = time.perf_counter()
     # Sticky hash of (salt, user_id), or the first arm serving a forced path (422 if none).
     arm = resolve(experiment, req.user_id, req.path)
-    ctx = await build_context(
+    ctx, degraded = await load_context(
         rt, store, req.user_id, req.history, req.exclude_item_ids, limit=rt.max_history
     )
     # Model compute is a few ms of CPU; running it inline avoids a thread hop per request.
@@ -49,13 +54,20 @@ async def recommend(
         metrics.COLD_START.inc()
     ids = rt.items.ids
     request_id = uuid.uuid4().hex
-    items = [ScoredItem(item_id=ids[i], score=float(s))
-             for i, s in zip(result.items.tolist(), result.scores.tolist(), strict=True)]
+    # ``scores`` are the last stage's own (the reranker's gains after a diversity rerank),
+    # never increasing down the list; ``relevance`` is the fused score, absent where the two
+    # are one (cold start, no rerank).
+    relevance = result.scores if result.relevance is None else result.relevance
+    items = [RecommendedItem(item_id=ids[i], score=float(s), relevance=float(r))
+             for i, s, r in zip(result.items.tolist(), result.scores.tolist(),
+                                relevance.tolist(), strict=True)]
     # A forced path is QA traffic: served, but kept out of the experiment's exposures/CTR.
-    if req.path is None and await exposures.record_exposure(
-        request_id, req.user_id, arm.name, [x.item_id for x in items], time.time()
-    ):
-        metrics.AB_EXPOSURES.labels(arm.name).inc()
+    if req.path is None and degraded:
+        # The store just failed this request: don't spend a second timeout on the log.
+        metrics.EXPOSURES_DROPPED.inc()
+    elif req.path is None:
+        await _record(exposures, request_id, req.user_id, arm.name,
+                      [x.item_id for x in items])
     metrics.AB_REQUESTS.labels(arm.name, result.path).inc()
     metrics.AB_LATENCY.labels(arm.name).observe(time.perf_counter() - t0)
     return RecommendResponse(
@@ -67,4 +79,15 @@ async def recommend(
         stages=[Stage(name=s.name, source=s.source, candidates=s.candidates, ms=s.ms)
                 for s in result.stages],
         cold_start=result.cold_start,
+        degraded=degraded,
     )
+
+
+async def _record(exposures: ExposureLog, request_id: str, user_id: str, arm: str,
+                  item_ids: list[str]) -> None:
+    try:
+        if await exposures.record_exposure(request_id, user_id, arm, item_ids, time.time()):
+            metrics.AB_EXPOSURES.labels(arm).inc()
+    except StoreUnavailable:
+        # The answer matters more than its bookkeeping: serve it, count the lost exposure.
+        metrics.EXPOSURES_DROPPED.inc()

@@ -1,5 +1,6 @@
 """The single stages as endpoints, for debugging and for callers that own part of the funnel:
-POST /recall, POST /rank, POST /rerank."""
+POST /recall, POST /rank, POST /rerank. /recall and /rank degrade like /recommend when the store
+is unavailable (``degraded: true``, see ``service/user_context.py``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from service.schemas import (
     RerankResponse,
     ScoredItem,
 )
-from service.user_context import build_context, resolve_items
+from service.user_context import load_context, resolve_items
 
 router = APIRouter(tags=["stages"])
 
@@ -39,10 +40,11 @@ async def recall(
     req: RecallRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep
 ) -> RecallResponse:
     t0 = time.perf_counter()
-    ctx = await build_context(rt, store, req.user_id, req.history, req.exclude_item_ids,
-                              limit=rt.max_history)
+    ctx, degraded = await load_context(rt, store, req.user_id, req.history,
+                                       req.exclude_item_ids, limit=rt.max_history)
     ids, scores = comp.recall[req.method].recall(ctx, req.k)
-    return RecallResponse(method=req.method, items=_scored(rt, ids, scores), ms=_ms(t0))
+    return RecallResponse(method=req.method, items=_scored(rt, ids, scores), ms=_ms(t0),
+                          degraded=degraded)
 
 
 @router.post("/rank", response_model=RankResponse)
@@ -51,11 +53,12 @@ async def rank(
 ) -> RankResponse:
     t0 = time.perf_counter()
     items = np.asarray(resolve_items(rt, req.item_ids, "item_ids"), dtype=np.int64)
-    ctx = await build_context(rt, store, req.user_id, req.history, limit=rt.max_history)
+    ctx, degraded = await load_context(rt, store, req.user_id, req.history,
+                                       limit=rt.max_history)
     scores = comp.rankers[req.model].score(ctx, items)
     order = np.argsort(-scores, kind="stable")
     return RankResponse(model=req.model, items=_scored(rt, items[order], scores[order]),
-                        ms=_ms(t0))
+                        ms=_ms(t0), degraded=degraded)
 
 
 @router.post("/rerank", response_model=RerankResponse)

@@ -40,12 +40,14 @@ def create_link(url: str | None, *, timeout_ms: float = 50.0, breaker_failures: 
 
 def create_store(url: str | None, prefix: str = "genrec:", max_history: int = 200, *,
                  link: RedisLink | None = None, timeout_ms: float = 50.0,
-                 breaker_failures: int = 3, breaker_reset_s: float = 1.0) -> UserStore:
-    """None, "" or "memory://" -> ``InMemoryStore``; redis://, rediss://, unix:// ->
-    ``RedisStore`` on ``link`` (shared, not closed by the store) or on its own link built from
-    the timeout and breaker settings (lazy: no connection until first use)."""
+                 breaker_failures: int = 3, breaker_reset_s: float = 1.0,
+                 max_users: int = 200_000) -> UserStore:
+    """None, "" or "memory://" -> ``InMemoryStore`` holding at most ``max_users`` users;
+    redis://, rediss://, unix:// -> ``RedisStore`` on ``link`` (shared, not closed by the
+    store) or on its own link built from the timeout and breaker settings (lazy: no
+    connection until first use)."""
     if store_kind(url) == "memory":
-        return InMemoryStore(max_history=max_history)
+        return InMemoryStore(max_history=max_history, max_users=max_users)
     if link is not None:
         return RedisStore(link, prefix=prefix, max_history=max_history, owns_link=False)
     own = create_link(url, timeout_ms=timeout_ms, breaker_failures=breaker_failures,

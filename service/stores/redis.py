@@ -48,6 +48,7 @@ from service.stores.base import Event, Interaction
 from service.stores.breaker import StoreUnavailable
 from service.stores.link import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, RedisLink
 from service.stores.memory import validate_events, validate_histories
+from service.stores.redis_scripts import APPEND, RESOLVE
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisStore"]
 
@@ -61,35 +62,6 @@ SEED_TIMEOUT_S = 60.0
 BATCH_MARKER_TTL_MS = 10_000
 # Redis's clock offset is measured again after this long (drift, NTP steps).
 CLOCK_REFRESH_S = 30.0
-
-# KEYS: marker, then (hist, seen, ver) per user. ARGV: deadline ms (Redis clock), marker TTL
-# ms, history cap, users, then per user: n, n payloads, m, m item ids.
-# -> 1 applied; 0 marker taken (aborted); -1 past the deadline (nothing written).
-_APPEND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[1]) then return -1 end
-if not redis.call('SET', KEYS[1], 'applied', 'NX', 'PX', ARGV[2]) then return 0 end
-local cap, a = tonumber(ARGV[3]), 5
-for u = 0, tonumber(ARGV[4]) - 1 do
-  local hist, seen, ver = KEYS[2 + 3 * u], KEYS[3 + 3 * u], KEYS[4 + 3 * u]
-  local n = tonumber(ARGV[a])
-  redis.call('RPUSH', hist, unpack(ARGV, a + 1, a + n))
-  redis.call('LTRIM', hist, -cap, -1)
-  a = a + n + 1
-  local m = tonumber(ARGV[a])
-  redis.call('SADD', seen, unpack(ARGV, a + 1, a + m))
-  a = a + m + 1
-  redis.call('INCR', ver)
-end
-return 1
-"""
-# Claims the batch as aborted unless the batch claimed it first; -> "applied" | "aborted".
-_RESOLVE = """
-redis.call('SET', KEYS[1], 'aborted', 'NX', 'PX', ARGV[1])
-return redis.call('GET', KEYS[1])
-"""
-
 
 def _encode(item_id: str, type_: str, ts: float) -> bytes:
     # Short field names keep 200-item lists small; orjson emits compact JSON.
@@ -130,8 +102,8 @@ class RedisStore:
         self._offset_err_ms = 0.0
         self._offset_at = 0.0
         self._offset_lock = asyncio.Lock()
-        self._append = self.client.register_script(_APPEND)
-        self._resolve = self.client.register_script(_RESOLVE)
+        self._append = self.client.register_script(APPEND)
+        self._resolve = self.client.register_script(RESOLVE)
 
     @classmethod
     def from_url(
