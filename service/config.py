@@ -61,6 +61,9 @@ class Settings(BaseSettings, EngineSettings):
 
     # Experiment state shared by replicas (Redis backend): polled this often.
     experiment_sync_s: float = Field(1.0, gt=0, le=3_600, allow_inf_nan=False)
+    # Redis backend: how often the seed marker is checked to detect a store that came back
+    # empty (then re-seeded); 0 turns the check off.
+    store_check_s: float = Field(2.0, ge=0, le=3_600, allow_inf_nan=False)
 
     # Process.
     host: str = "127.0.0.1"

@@ -1,22 +1,38 @@
 """Operator endpoints for the A/B experiment, behind ``Authorization: Bearer <GENREC_ADMIN_TOKEN>``:
 GET /admin/experiment (definition, current split, per-arm counters) and
-PUT /admin/experiment/shares (change the split at runtime)."""
+PUT /admin/experiment/shares (change the split at runtime: with Redis, for every replica
+within about ``experiment_sync_s``; see ``service/experiment_sync.py``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from service.deps import ExposuresDep, RequireAdmin, StateDep
-from service.errors import InvalidFieldError, json_safe
+from service.errors import DomainError, InvalidFieldError, StoreUnavailableError, json_safe
+from service.experiment_sync import ConflictError, SyncDep
 from service.experiments import Experiment, ExperimentConfigError
 from service.exposures import ExposureLog
 from service.schemas import ArmOut, ExperimentOut, SharesIn
+from service.stores.base import StoreUnavailable
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[RequireAdmin])
 
 
-async def _describe(experiment: Experiment, exposures: ExposureLog) -> ExperimentOut:
-    counts = await exposures.counters()
+class ShareConflictError(DomainError):
+    status_code = 409
+    kind = "conflict"
+
+    def __init__(self) -> None:
+        super().__init__(["body", "shares"], "the split kept changing under this request; "
+                                             "read it again and retry")
+
+
+async def _describe(experiment: Experiment, exposures: ExposureLog,
+                    revision: int) -> ExperimentOut:
+    try:
+        counts = await exposures.counters()
+    except StoreUnavailable:
+        raise StoreUnavailableError() from None
     arms = []
     for arm in experiment.arms:
         c = counts.get(arm.name, {})
@@ -24,25 +40,32 @@ async def _describe(experiment: Experiment, exposures: ExposureLog) -> Experimen
         arms.append(ArmOut(name=arm.name, path=arm.path, share=arm.share,
                            params=json_safe(arm.params), exposures=shown, clicks=clicks,
                            ctr=clicks / shown if shown else None))
-    return ExperimentOut(name=experiment.name, salt=experiment.salt, arms=arms)
+    return ExperimentOut(name=experiment.name, salt=experiment.salt, arms=arms,
+                         revision=revision)
 
 
 @router.get("/experiment", response_model=ExperimentOut)
-async def get_experiment(state: StateDep, exposures: ExposuresDep) -> ExperimentOut:
-    return await _describe(state.experiment, exposures)
+async def get_experiment(state: StateDep, exposures: ExposuresDep,
+                         sync: SyncDep) -> ExperimentOut:
+    return await _describe(state.experiment, exposures, sync.revision)
 
 
 @router.put("/experiment/shares", response_model=ExperimentOut)
-async def put_shares(body: SharesIn, state: StateDep, exposures: ExposuresDep) -> ExperimentOut:
-    """Arms not named keep their share; the result must still sum to 1. Takes effect for the
-    next request of this process; not persisted (a restart reads the file/env again)."""
+async def put_shares(body: SharesIn, state: StateDep, exposures: ExposuresDep,
+                     sync: SyncDep) -> ExperimentOut:
+    """Arms not named keep their share; the result must still sum to 1. Applies to the next
+    request of this process at once and, with Redis, of every replica within about one sync
+    interval; stored in Redis, so it outlives restarts (the embedded store: until restart).
+    Redis unavailable: 503, nothing changed."""
     current = state.experiment
     try:
-        updated = current.with_shares(body.shares)
+        updated = await sync.publish(body.shares)
     except ExperimentConfigError as exc:
         unknown = [name for name in body.shares if name not in current.arm_names]
         loc = ["body", "shares", unknown[0]] if unknown else ["body", "shares"]
         raise InvalidFieldError(loc, str(exc)) from None
-    # No await between reading ``current`` and this swap: concurrent PUTs can't interleave.
-    state.set_experiment(updated)
-    return await _describe(updated, exposures)
+    except StoreUnavailable:
+        raise StoreUnavailableError() from None
+    except ConflictError:
+        raise ShareConflictError() from None
+    return await _describe(updated, exposures, sync.revision)
