@@ -43,6 +43,7 @@ DESCRIPTIONS = {
     "401": "No Bearer token",
     "403": "Wrong token, or admin endpoints disabled (GENREC_ADMIN_TOKEN unset)",
     "404": "No such path (a path parameter must not contain '/')",
+    "409": "Conflict with the current state (admin changes: retry, or nothing to switch to)",
     "413": "Body larger than GENREC_MAX_BODY_BYTES",
     "422": "Validation error, naming the field",
     "503": "Not ready (artifacts loading) or the store is unreachable; retry (Retry-After)",
@@ -53,10 +54,11 @@ TEXT_ROUTES = {"/metrics": "Prometheus text exposition format"}
 READY = {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyStatus"}}}
 
 
-def error_codes(path: str, op: dict[str, Any]) -> set[str]:
+def error_codes(path: str, method: str, op: dict[str, Any]) -> set[str]:
     """The error statuses an operation can answer, read from its own OpenAPI entry: a body
     (400, 413, 422), parameters (422; a path parameter also 404), a security requirement (the
-    admin Bearer token: 401, 403), and 503 unless the path needs neither models nor store."""
+    admin Bearer token: 401, 403; an admin change also 409), and 503 unless the path needs
+    neither models nor store."""
     codes: set[str] = set()
     params = op.get("parameters", [])
     if "requestBody" in op:
@@ -66,7 +68,7 @@ def error_codes(path: str, op: dict[str, Any]) -> set[str]:
     if any(p.get("in") == "path" for p in params):
         codes.add("404")
     if op.get("security"):
-        codes |= {"401", "403"}
+        codes |= {"401", "403"} if method == "get" else {"401", "403", "409"}
     if path not in NEVER_UNAVAILABLE:
         codes.add("503")
     return codes
@@ -76,9 +78,9 @@ def patch_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the error responses (and /metrics' and /readyz's own bodies) to ``schema``."""
     schema.setdefault("components", {}).setdefault("schemas", {}).update(ERROR_SCHEMAS)
     for path, ops in schema.get("paths", {}).items():
-        for op in ops.values():
+        for method, op in ops.items():
             responses = op.setdefault("responses", {})
-            for code in sorted(error_codes(path, op)):
+            for code in sorted(error_codes(path, method, op)):
                 responses[code] = {"description": DESCRIPTIONS[code],
                                    "content": {"application/json": {"schema": ERROR_REF}}}
             if path in TEXT_ROUTES:
