@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,24 +38,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_redis(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+def _start_redis(binary: str, workdir: Path, port: int | None = None,
+                 extra: tuple[str, ...] = ("--save", "", "--appendonly", "no"),
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    port = port or _free_port()
     log = workdir / f"redis-{port}.log"
-    cmd = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--logfile",
-        str(log),
-    ]
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", *extra, "--dir", str(workdir),
+           "--logfile", str(log)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S
@@ -67,6 +57,8 @@ def _start_redis(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], i
                 if client.ping():
                     return proc, port
             except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+            except redis.exceptions.BusyLoadingError:  # replaying its AOF
                 time.sleep(0.05)
     finally:
         client.close()
@@ -108,6 +100,65 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait()
 
 
+class RedisProcess:
+    """A private redis-server that a test may kill (SIGKILL), hang (SIGSTOP / SIGCONT) and
+    restart on the same port, empty or from its AOF. ``appendfsync everysec``, as production
+    is advised to run: a killed process loses nothing it acknowledged (the AOF write precedes
+    the reply; only the fsync is deferred, which matters for a host crash, not a kill)."""
+
+    PERSIST = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary, self.workdir = binary, workdir
+        self.proc, self.port = _start_redis(binary, workdir, extra=self.PERSIST)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.stopped = False
+
+    def kill(self) -> None:
+        self.cont()  # a stopped process can't be reaped until it runs again
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """Hang it: the port still accepts connections, nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def cont(self) -> None:
+        if self.stopped:
+            self.proc.send_signal(signal.SIGCONT)
+            self.stopped = False
+
+    def restart(self, *, empty: bool = False) -> None:
+        """Start again on the same port: from the AOF, or ``empty`` (its files removed)."""
+        if self.proc.poll() is None:
+            self.kill()
+        if empty:
+            for path in self.workdir.iterdir():
+                if path.name.startswith(("appendonly", "dump")):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.proc, _ = _start_redis(self.binary, self.workdir, self.port, extra=self.PERSIST)
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A function-scoped redis-server of the test's own (never the session ``redis_url``),
+    with an AOF in the test's tmp dir."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    proc = RedisProcess(binary, workdir)
+    try:
+        yield proc
+    finally:
+        proc.cont()
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
 @pytest.fixture
 def key_prefix() -> str:
     """A fresh key namespace per test, so tests (and parallel runs on a shared Redis) never
@@ -123,6 +174,11 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.artifacts.versions import resolve_artifacts
     from models.build.main import build
 
+    # GENREC_TEST_TINY_ARTIFACTS: an artifacts root built the same way, reused to save the
+    # build's minutes when iterating on service tests (never set in CI).
+    reuse = os.environ.get("GENREC_TEST_TINY_ARTIFACTS")
+    if reuse:
+        return resolve_artifacts(Path(reuse))
     out = tmp_path_factory.mktemp("artifacts") / "ml-100k"
     build("ml-100k", out, profile="tiny", seed=0, progress=False)
     return resolve_artifacts(out)

@@ -92,6 +92,16 @@ async def test_sticky_arm_per_user(client: httpx.AsyncClient) -> None:
     assert seen == {"control", "treatment"}
 
 
+async def test_scores_follow_the_served_order(client: httpx.AsyncClient) -> None:
+    # Both arms (the treatment reranks for diversity), seeded and cold users: score never
+    # rises down the list, and the fused relevance is its own field.
+    for user in ("1", "5", "13", "196", "405", "cold-user-x"):
+        items = (await recommend(client, user, k=20))["items"]
+        scores = [x["score"] for x in items]
+        assert scores == sorted(scores, reverse=True)
+        assert all(isinstance(x["relevance"], float) for x in items)
+
+
 async def test_arm_params_checked_at_load(client: httpx.AsyncClient) -> None:
     assert app_state(client).arm_params == {"control": {"diversity": 0.0},
                                             "treatment": {"diversity": 0.5}}

@@ -1,0 +1,283 @@
+"""Redis faults through the ASGI app, against a redis-server of the test's own that is killed
+(SIGKILL), hung (SIGSTOP/SIGCONT) and restarted (from its AOF, or empty): /recommend never
+fails and degrades within a bound a bit above the timeout, /events answers 503 + Retry-After
+and accepts nothing, everything answered 2xx survives, nothing answered 503 ever appears, and
+the app recovers (and re-seeds an emptied store) without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from service.config import Settings
+from service.stores import CircuitBreaker, Event, RedisStore, StoreUnavailable, store_health
+from service.stores.breaker import CLOSED, HALF_OPEN, OPEN
+from tests.conftest import RedisProcess
+from tests.helpers import running
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TIMEOUT_MS = 100.0
+RESET_S = 0.2
+# A degraded answer: the timeout, then the cold path's compute, on a busy 2-core box.
+DEGRADED_BOUND_S = TIMEOUT_MS / 1000 + 0.4
+RECOVERY_BOUND_S = 5.0
+_users = itertools.count()
+
+
+def fault_settings(url: str, artifacts: Path, **over: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        redis_url=url, artifacts_dir=artifacts.parent.parent, seed_store=False,
+        redis_timeout_ms=TIMEOUT_MS, breaker_failures=2, breaker_reset_s=RESET_S,
+        store_check_s=0.2, experiment_sync_s=0.2)
+    return Settings(**{**base, **over})
+
+
+def new_user(tag: str) -> str:
+    return f"{tag}-{next(_users)}-{time.monotonic_ns()}"
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], limit_s: float) -> float:
+    """Seconds until ``check()`` holds; fails after ``limit_s``."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        if await check():
+            return time.perf_counter() - t0
+        await asyncio.sleep(0.05)
+    pytest.fail(f"not within {limit_s}s")
+
+
+async def recommend(c: httpx.AsyncClient, user: str, **body: Any) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    r = await c.post("/recommend", json={"user_id": user, "k": 5, **body})
+    elapsed = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    return r.json(), elapsed
+
+
+async def post_events(c: httpx.AsyncClient, user: str, items: list[str]) -> httpx.Response:
+    return await c.post("/events", json={"events": [
+        {"user_id": user, "item_id": i, "type": "view"} for i in items]})
+
+
+async def raw_history(url: str, user: str) -> list[bytes]:
+    raw = aioredis.Redis.from_url(url)
+    try:
+        keys = [k async for k in raw.scan_iter(match=f"*u:{user}:hist")]
+        return await raw.lrange(keys[0], 0, -1) if keys else []
+    finally:
+        await raw.aclose()
+
+
+async def recovered(c: httpx.AsyncClient) -> bool:
+    body, _ = await recommend(c, new_user("probe"))
+    return not body["degraded"]
+
+
+async def test_dead_redis_degrades_rejects_writes_and_recovers(
+    redis_process: RedisProcess, tiny_artifacts: Path
+) -> None:
+    async with running(fault_settings(redis_process.url, tiny_artifacts)) as c:
+        user = new_user("dead")
+        assert (await post_events(c, user, ["50", "181"])).status_code == 200
+        body, _ = await recommend(c, user)
+        assert not body["degraded"] and not body["cold_start"]
+        assert not {"50", "181"} & {x["item_id"] for x in body["items"]}
+
+        redis_process.kill()
+        for _ in range(8):
+            body, elapsed = await recommend(c, user)
+            assert body["degraded"] and body["cold_start"] and len(body["items"]) == 5
+            assert elapsed < DEGRADED_BOUND_S
+            # The caller's own history needs no store: a full, personal answer.
+            body, _ = await recommend(c, user, history=["1", "2", "3"])
+            assert not body["cold_start"]
+            assert not {"1", "2", "3"} & {x["item_id"] for x in body["items"]}
+            r = await post_events(c, new_user("rejected"), ["7"])
+            assert r.status_code == 503 and r.headers["retry-after"]
+        for url, payload in (("/recall", {"user_id": user, "method": "popular", "k": 5}),
+                             ("/rank", {"user_id": user, "item_ids": ["1", "2"]})):
+            r = await c.post(url, json=payload)
+            assert r.status_code == 200 and r.json()["degraded"], r.text
+        health = await store_health(c._transport.app.state.genrec.store)  # type: ignore[attr-defined]
+        assert health["ok"] is False and health["breaker"] in (OPEN, HALF_OPEN)
+        assert health["last_error"]
+        text = (await c.get("/metrics")).text
+        assert 'genrec_degraded_responses_total{reason="store"}' in text
+        assert "genrec_exposures_dropped_total" in text
+        assert 'kind="breaker_open"' in text
+
+        redis_process.restart()  # from its AOF: the app is not restarted
+        took = await wait_for(lambda: recovered(c), RECOVERY_BOUND_S)
+        print(f"recovery after restart: {took:.3f}s")
+        body, _ = await recommend(c, user)
+        assert not {"50", "181"} & {x["item_id"] for x in body["items"]}  # nothing lost
+        assert (await post_events(c, user, ["7"])).status_code == 200
+        assert (await store_health(c._transport.app.state.genrec.store))["ok"]  # type: ignore[attr-defined]
+
+
+async def test_hung_redis_degrades_within_bound_and_never_applies_a_503(
+    redis_process: RedisProcess, tiny_artifacts: Path
+) -> None:
+    async with running(fault_settings(redis_process.url, tiny_artifacts)) as c:
+        await wait_for(lambda: recovered(c), RECOVERY_BOUND_S)
+        assert (await post_events(c, new_user("warm"), ["1"])).status_code == 200
+        redis_process.stop()
+        latencies, rejected = [], []
+        for i in range(6):
+            # Writes go out for real (the first while the circuit is closed, then as the
+            # half-open trial) and sit unanswered in the stopped Redis's socket; reads that
+            # are the trial wait the timeout, the others fail fast.
+            if i % 2 == 0:
+                user = new_user("hung-write")
+                r = await post_events(c, user, ["11", "12"])
+                assert r.status_code == 503 and r.headers["retry-after"]
+                rejected.append(user)
+            for _ in range(2):
+                body, elapsed = await recommend(c, new_user("hung"))
+                assert body["degraded"]
+                latencies.append(elapsed)
+            await asyncio.sleep(RESET_S + 0.05)
+        print(f"degraded latency with Redis hung: max {max(latencies) * 1e3:.0f} ms, "
+              f"median {sorted(latencies)[len(latencies) // 2] * 1e3:.0f} ms")
+        assert max(latencies) < DEGRADED_BOUND_S
+        assert max(latencies) >= TIMEOUT_MS / 1000  # some really waited on the hung Redis
+        redis_process.cont()
+        await wait_for(lambda: recovered(c), RECOVERY_BOUND_S)
+        await asyncio.sleep(0.3)  # whatever sat in Redis's socket buffers has run by now
+        for user in rejected:
+            assert await raw_history(redis_process.url, user) == []
+            r = await c.get(f"/users/{user}/history")
+            assert r.status_code == 200 and r.json()["items"] == []
+
+
+async def _writer(c: httpx.AsyncClient, n: int, outcomes: dict[str, int]) -> None:
+    for _ in range(n):
+        user = new_user("stream")
+        r = await post_events(c, user, ["21", "22", "23"])
+        assert r.status_code in (200, 503), r.text
+        outcomes[user] = r.status_code
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("fault", ["kill", "hang"])
+async def test_every_2xx_survives_and_no_503_appears(
+    redis_process: RedisProcess, tiny_artifacts: Path, fault: str
+) -> None:
+    outcomes: dict[str, int] = {}
+    async with running(fault_settings(redis_process.url, tiny_artifacts)) as c:
+        writers = [asyncio.create_task(_writer(c, 60, outcomes)) for _ in range(4)]
+        await asyncio.sleep(0.15)
+        if fault == "kill":
+            redis_process.kill()
+            await asyncio.sleep(0.3)
+            redis_process.restart()  # from the AOF
+        else:
+            redis_process.stop()
+            await asyncio.sleep(0.3)
+            redis_process.cont()
+        await asyncio.gather(*writers)
+        await wait_for(lambda: recovered(c), RECOVERY_BOUND_S)
+        await asyncio.sleep(0.3)
+    codes = list(outcomes.values())
+    assert codes.count(200) and codes.count(503), codes  # the fault hit the stream
+    for user, code in outcomes.items():
+        stored = await raw_history(redis_process.url, user)
+        assert len(stored) == (3 if code == 200 else 0), (user, code)
+
+
+async def test_reset_is_detected_and_reseeded(
+    redis_process: RedisProcess, tiny_artifacts: Path
+) -> None:
+    settings = fault_settings(redis_process.url, tiny_artifacts, seed_store=True)
+    async with running(settings) as c:
+        state = c._transport.app.state.genrec  # type: ignore[attr-defined]
+        assert state.ready
+        resets_before = REGISTRY.get_sample_value("genrec_store_resets_total") or 0.0
+        assert len((await c.get("/users/5/history")).json()["items"]) > 0
+        redis_process.restart(empty=True)
+
+        async def reseeded() -> bool:  # the counter moves once the whole seed is in
+            return REGISTRY.get_sample_value("genrec_store_resets_total") == resets_before + 1
+
+        took = await wait_for(reseeded, 30.0)
+        print(f"reset detected and re-seeded in {took:.2f}s")
+        assert len((await c.get("/users/5/history")).json()["items"]) > 0
+        health = await store_health(state.store)
+        assert health["resets"] == 1 and health["ok"] and health["breaker"] == CLOSED
+
+
+# ---- the pieces ----------------------------------------------------------------------------
+
+
+def test_breaker_opens_fails_fast_and_lets_one_trial_through() -> None:
+    now = [0.0]
+    states: list[str] = []
+    b = CircuitBreaker(failures=2, reset_s=1.0, on_change=states.append, clock=lambda: now[0])
+    assert b.allow()
+    b.failure()
+    assert b.state == CLOSED and b.allow()
+    b.success()  # consecutive failures only
+    b.failure()
+    b.failure()
+    assert b.state == OPEN and not b.allow() and b.retry_after_s() == 1.0
+    now[0] = 1.0
+    assert b.allow() and b.state == HALF_OPEN
+    assert not b.allow()  # one trial at a time
+    b.failure()
+    assert b.state == OPEN and not b.allow()
+    now[0] = 2.5
+    assert b.allow()
+    b.release()  # a cancelled trial frees its slot
+    assert b.allow()
+    b.success()
+    assert b.state == CLOSED and b.allow()
+    assert states == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
+
+
+async def test_store_fails_fast_when_nothing_listens() -> None:
+    store = RedisStore.from_url("redis://127.0.0.1:1/0", timeout_s=0.1, breaker_failures=1)
+    try:
+        with pytest.raises(StoreUnavailable) as err:
+            await store.get_history("u", 5)
+        assert err.value.kind == "connection"
+        t0 = time.perf_counter()
+        with pytest.raises(StoreUnavailable) as err:
+            await store.append_events([])  # nothing to write: no call at all
+            await store.history_version("u")
+        assert err.value.kind == "breaker_open" and time.perf_counter() - t0 < 0.05
+        assert (await store.health())["breaker"] == OPEN
+    finally:
+        await store.close()
+
+
+async def test_batch_sent_to_a_hung_redis_is_never_applied(redis_process: RedisProcess) -> None:
+    # The store alone: the batch really goes out (circuit closed), Redis holds it unanswered,
+    # and runs it once resumed: past its deadline, so it writes nothing.
+    store = RedisStore.from_url(redis_process.url, prefix="hung:", timeout_s=0.1,
+                                breaker_failures=5, breaker_reset_s=0.1)
+    try:
+        assert await store.append_events([Event("before", "1")]) == 1
+        redis_process.stop()
+        t0 = time.perf_counter()
+        with pytest.raises(StoreUnavailable) as err:
+            await store.append_events([Event("during", "2"), Event("during", "3")])
+        print(f"/events-like write to a hung Redis answered in {time.perf_counter() - t0:.3f}s")
+        assert err.value.kind == "timeout"
+        await asyncio.sleep(0.3)
+        redis_process.cont()
+        await asyncio.sleep(0.2)
+        assert await store.get_history("during", 10) == []
+        assert [x.item_id for x in await store.get_history("before", 10)] == ["1"]
+        assert await store.append_events([Event("after", "4")]) == 1
+    finally:
+        await store.close()
