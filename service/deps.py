@@ -14,7 +14,7 @@ from service.config import Settings
 from service.errors import ForbiddenError, UnauthorizedError
 from service.experiments import Experiment
 from service.exposures import ExposureLog
-from service.state import AppState
+from service.state import AppState, Serving
 from service.stores.base import UserStore
 
 # auto_error=False: a missing or non-Bearer header comes back as None and ``require_admin``
@@ -34,12 +34,19 @@ def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def get_runtime(state: Annotated[AppState, Depends(get_state)]) -> Runtime:
-    return state.require()[0]
+async def get_serving(state: Annotated[AppState, Depends(get_state)]) -> Serving:
+    """The served version's snapshot, taken once per request: FastAPI caches a dependency per
+    request, so the runtime and the components below come from the same version, and a swap
+    during the request does not change what it runs on. (``async``: no thread hop.)"""
+    return state.require_serving()
 
 
-def get_components(state: Annotated[AppState, Depends(get_state)]) -> Components:
-    return state.require()[1]
+async def get_runtime(serving: Annotated[Serving, Depends(get_serving)]) -> Runtime:
+    return serving.runtime
+
+
+async def get_components(serving: Annotated[Serving, Depends(get_serving)]) -> Components:
+    return serving.components
 
 
 def get_experiment(state: Annotated[AppState, Depends(get_state)]) -> Experiment:
@@ -70,6 +77,7 @@ def require_admin(
 StateDep = Annotated[AppState, Depends(get_state)]
 StoreDep = Annotated[UserStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ComponentsDep = Annotated[Components, Depends(get_components)]
 ExperimentDep = Annotated[Experiment, Depends(get_experiment)]

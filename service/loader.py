@@ -1,74 +1,39 @@
-"""Start-up work: load the artifacts, wire the pipeline, check the experiment's arms against it,
-seed the store."""
+"""Start-up: the first load of the artifacts (with a fallback to an older version when the
+current one is rejected), the store's seeding, then the watch on ``current`` that reloads new
+versions. Loading, validating and swapping a version is ``service.lifecycle``'s.
+
+``load_into`` is the app's one background task (``service.app``): the first load, then the
+watch, inside that task, so cancelling it on shutdown ends both."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from pathlib import Path
 
 import torch
 
-from models.artifacts.versions import resolve_artifacts
+from models.artifacts.versions import CURRENT, current_version, list_versions, resolve_artifacts
 from models.data import load_dataset
-from models.engine.core.pipeline import Pipeline
 from models.engine.core.runtime import Runtime
-from models.engine.factory import Components, build_components
-from models.registry import RANKERS, RECALL, Stage, canonical
-from service import metrics
-from service.errors import InvalidFieldError
-from service.experiments import Experiment, ExperimentConfigError
+from service.lifecycle import (  # Available, guard, check_arms: re-exported for callers
+    Available,
+    Rejected,
+    check_arms,
+    guard,
+    offer,
+    reject,
+    reload,
+    swap,
+    version_name,
+    versions_root,
+)
 from service.state import AppState
 from service.stores.base import Interaction
 
+__all__ = ["Available", "check_arms", "guard", "load_into", "seed_store", "start", "watch"]
 log = logging.getLogger("genrec")
-T = TypeVar("T")
-
-
-class Available(dict[str, T]):
-    """A name -> stage dict for the request handlers: an earlier name (``models.registry``
-    aliases, e.g. ``hstu``) finds its stage, and a name this deployment doesn't build (yet) is
-    a 422 naming the request field, never a KeyError 500 (e.g. ``/recall`` with ``"method":
-    "semantic_id"`` on artifacts without it)."""
-
-    def __init__(self, entries: Mapping[str, T], loc: Sequence[str], what: str,
-                 table: tuple[Stage, ...] = ()) -> None:
-        super().__init__(entries)
-        self.loc, self.what, self.table = list(loc), what, table
-
-    def __missing__(self, key: str) -> T:
-        name = canonical(self.table, key)
-        if name != key and name in self:
-            return self[name]
-        raise InvalidFieldError(self.loc, f"{self.what} {key!r} is not available in this "
-                                          f"deployment (available: {', '.join(sorted(self))})")
-
-
-def guard(components: Components) -> Components:
-    components.recall = Available(components.recall, ["body", "method"], "recall method", RECALL)
-    components.rankers = Available(components.rankers, ["body", "model"], "ranker", RANKERS)
-    components.rerankers = Available(components.rerankers, ["body", "method"], "rerank method")
-    return components
-
-
-def check_arms(experiment: Experiment, pipelines: Mapping[str, Pipeline]
-               ) -> dict[str, dict[str, Any]]:
-    """Each arm's params as checked by its path's pipeline. An arm whose path isn't served, or
-    whose params its pipeline rejects, raises ``ExperimentConfigError`` naming the arm."""
-    checked: dict[str, dict[str, Any]] = {}
-    for i, arm in enumerate(experiment.arms):
-        where = f"experiment {experiment.name!r}: arms.{i} ({arm.name!r})"
-        pipeline = pipelines.get(arm.path)
-        if pipeline is None:
-            raise ExperimentConfigError(
-                f"{where}: path: {arm.path!r} is not served by this deployment "
-                f"(served: {', '.join(sorted(pipelines)) or 'none'})")
-        try:
-            checked[arm.name] = pipeline.check_params(arm.params)
-        except ValueError as exc:
-            raise ExperimentConfigError(f"{where}: {exc}") from None
-    return checked
 
 
 async def seed_store(state: AppState, rt: Runtime) -> None:
@@ -96,20 +61,67 @@ async def seed_store(state: AppState, rt: Runtime) -> None:
 
 async def load_into(state: AppState) -> None:
     s = state.settings
+    torch.set_num_threads(s.torch_threads)
+    if s.seed_store:  # every version offered seeds first (a no-op once its dataset is in)
+        state.models.seed = functools.partial(seed_store, state)
     try:
-        torch.set_num_threads(s.torch_threads)
-        # An artifacts root serves its current version, resolved once (resolve_artifacts).
-        directory = await asyncio.to_thread(resolve_artifacts, s.artifacts_dir)
-        rt = await asyncio.to_thread(Runtime.load, directory, s.hnsw_ef_search)
-        components = guard(build_components(rt, s))
-        state.arm_params = check_arms(state.experiment, components.pipelines)
-        if s.seed_store:
-            await seed_store(state, rt)
-        state.runtime, state.components = rt, components
-        for name in ("two_tower", *components.rankers):
-            metrics.MODEL_INFO.labels(name, rt.version).set(1)
-        metrics.READY.set(1)
-        log.info("artifacts %s loaded (version %s)", rt.directory, rt.version)
+        await start(state)
     except Exception as exc:  # surfaced through /readyz rather than crashing the server
         log.exception("loading artifacts failed")
         state.load_error = f"{type(exc).__name__}: {exc}"
+    await watch(state)
+
+
+async def start(state: AppState) -> None:
+    """The first load: ``current`` (or the configured version), else the newest older version
+    that validates; each rejection is reported. If none validates, ``load_error`` names the
+    first failure (the current version's) and /readyz stays 503."""
+    root = versions_root(state.settings)
+    on_disk = [p.resolve() for p in await asyncio.to_thread(list_versions, root)] if root else []
+    failures: list[str] = []
+    try:
+        first = (await asyncio.to_thread(resolve_artifacts, state.settings.artifacts_dir)
+                 ).resolve()
+        candidates = [first] + (on_disk[on_disk.index(first) + 1:] if first in on_disk else [])
+    except FileNotFoundError as exc:
+        if not on_disk:
+            raise
+        # A dangling ``current`` (its version deleted) is damage too: fall back like one.
+        link = Path(state.settings.artifacts_dir) / CURRENT
+        reject(state, Rejected(f"{CURRENT}: names no version ({exc})", link))
+        failures.append(f"{CURRENT}: names no version ({exc})")
+        candidates = on_disk
+    async with state.models.lock:
+        for directory in candidates:
+            try:
+                swap(state, await offer(state, directory))
+                return
+            except Rejected as exc:
+                failures.append(f"{version_name(directory)}: {exc.reason}" if failures
+                                else exc.reason)
+    # The current version's reason first and verbatim (it names the file, or the arm).
+    state.load_error = failures[0] + (f" (older versions rejected too: "
+                                      f"{'; '.join(failures[1:])})" if failures[1:] else "")
+
+
+async def watch(state: AppState) -> None:
+    """Poll ``current`` every ``reload_poll_s`` seconds (0 = off) and reload when it points
+    somewhere new. Runs until cancelled (the app's lifespan cancels it on shutdown)."""
+    poll = state.settings.reload_poll_s
+    root = versions_root(state.settings)
+    if poll <= 0 or root is None:
+        return
+    while True:
+        await asyncio.sleep(poll)
+        try:
+            target = await asyncio.to_thread(current_version, root)
+            serving = state.serving
+            if (target is None or state.models.lock.locked()
+                    or target in state.models.rejected
+                    or (serving is not None and serving.directory == target)):
+                continue
+            await reload(state)
+        except Rejected:
+            pass  # recorded by reject(); the old version keeps serving
+        except Exception:
+            log.exception("the reload watch failed; it keeps polling")

@@ -27,6 +27,7 @@ from models.artifacts.versions import (
     prune,
     publish,
     resolve_artifacts,
+    set_current,
     staging_dir,
     unique_version,
     verify,
@@ -185,6 +186,21 @@ def test_pruning_never_deletes_the_current_version(tmp_path: Path) -> None:
     assert resolve_artifacts(root) == published[0].resolve()
     with pytest.raises(ValueError):
         prune(root, keep=0)
+
+
+def test_set_current_points_at_a_published_version(tmp_path: Path) -> None:
+    root = tmp_path / "art"
+    first, second = fake_build(root, "v1"), fake_build(root, "v2")
+    assert set_current(root, "v1") == first  # a rollback: the same atomic, relative flip
+    assert resolve_artifacts(root) == first.resolve()
+    assert not os.path.isabs(os.readlink(root / CURRENT))
+    assert list_versions(root) == [second, first]  # nothing pruned, nothing copied
+    with pytest.raises(FileNotFoundError, match="v9"):
+        set_current(root, "v9")
+    for bad in ("", ".", "..", "../v1", "v1/../v2", ".deleting-v1", str(second)):
+        with pytest.raises(ValueError):
+            set_current(root, bad)
+    assert resolve_artifacts(root) == first.resolve()
 
 
 def test_same_version_twice_gets_a_unique_directory(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@
 A version is assembled under a temporary name (``staging_dir``), listed file by file with
 sizes and checksums in its manifest (``file_table``), then ``publish``-ed: renamed into
 ``versions/``, made current, and the versions beyond the newest ``keep`` are pruned (never the
-current one). A failed build is ``discard``-ed and never becomes current.
+current one). A failed build is ``discard``-ed and never becomes current. ``set_current``
+points ``current`` back at an already published version (a rollback) with the same flip.
 
 Every reader finds the version to load through ``resolve_artifacts``: a directory holding
 ``manifest.json`` is a version itself (the layout before versions, or an explicit version
@@ -115,7 +116,7 @@ def unique_version(root: Path, version: str) -> str:
     return name
 
 
-def _created(version_dir: Path) -> datetime:
+def created_at(version_dir: Path) -> datetime:
     """A version's creation time: its manifest's ``created_at``, else the directory's mtime."""
     try:
         created = datetime.fromisoformat(
@@ -132,7 +133,7 @@ def list_versions(root: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(found, key=lambda p: (_created(p), p.name), reverse=True)
+    return sorted(found, key=lambda p: (created_at(p), p.name), reverse=True)
 
 
 def current_version(root: Path) -> Path | None:
@@ -149,6 +150,27 @@ def point_current(root: Path, version_dir: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(version_dir, root), tmp)
     os.replace(tmp, root / CURRENT)
+
+
+def version_path(root: Path, name: str) -> Path:
+    """The published version called ``name`` under ``root/versions``. Raises ValueError for a
+    name that is not a plain directory name (no separators, no ``..``: it comes from a request)
+    and FileNotFoundError, listing what there is, when no such version is published."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name or name.startswith("."):
+        raise ValueError(f"{name!r} is not a version name")
+    path = Path(root) / VERSIONS / name
+    if not (path / MANIFEST).is_file():
+        have = ", ".join(p.name for p in list_versions(root)) or "none"
+        raise FileNotFoundError(f"no version {name!r} in {Path(root) / VERSIONS} (have: {have})")
+    return path
+
+
+def set_current(root: Path, name: str) -> Path:
+    """Point ``root/current`` at the already published version ``name`` (a rollback), with the
+    same atomic flip ``publish`` uses; -> its directory. Nothing is pruned or copied."""
+    path = version_path(root, name)
+    point_current(root, path)
+    return path
 
 
 def _retire_legacy(root: Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import StateDep
+from service.state import AppState
 
 router = APIRouter(tags=["health"])
 
@@ -16,14 +19,24 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
+def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
+    """-> (ready, body): the one place the readiness body is built, so further checks (the
+    store's health) add a key here. Ready as soon as a version serves, also while a newer one
+    loads beside it."""
+    serving = state.serving  # one read: the version and its models belong together
+    if serving is not None:
+        return True, {"status": "ready", "version": serving.version, "models": serving.models}
+    body: dict[str, Any] = {"status": "loading" if state.load_error is None else "failed",
+                            "models": {}}
+    if state.load_error is not None:
+        body["error"] = state.load_error  # names the file that failed validation
+    return False, body
+
+
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    if state.ready and state.runtime is not None:
-        return JSONResponse({"status": "ready", "version": state.runtime.version})
-    body = {"status": "loading" if state.load_error is None else "failed"}
-    if state.load_error is not None:
-        body["error"] = state.load_error
-    return JSONResponse(body, status_code=503)
+    ready, body = readiness(state)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")
