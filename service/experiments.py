@@ -120,10 +120,13 @@ def _describe(source: str, exc: ValidationError, exp: Experiment | None = None) 
 
 
 def default_experiment() -> Experiment:
-    """Everything on the cascade: the behaviour before the A/B layer existed."""
-    return Experiment(
-        name="default", salt="default", arms=(Arm(name="cascade", path="cascade", share=1.0),)
-    )
+    """Both paths live out of the box, half the users each (arms named after their paths), so
+    a quick start shows the cascade, the generative path and the split at once, and either
+    path can be forced for QA without an experiment file."""
+    return Experiment(name="default", salt="default", arms=(
+        Arm(name="cascade", path="cascade", share=0.5),
+        Arm(name="generative", path="generative", share=0.5),
+    ))
 
 
 def load_experiment(

@@ -84,6 +84,10 @@ class RecommendResponse(BaseModel):
         "`history` when given, else as a cold start (popular items); nothing consumed is "
         "known, so consumed items may come back, and the exposure may not have been recorded"
     )
+    partial: bool = Field(
+        False, description="the path ran without some of its models (a build still training "
+        "them publishes each as it is ready): `stages` name the sources that were used"
+    )
 
 
 class _UserOrHistory(_Strict):

@@ -180,7 +180,9 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if reuse:
         return resolve_artifacts(Path(reuse))
     out = tmp_path_factory.mktemp("artifacts") / "ml-100k"
-    build("ml-100k", out, profile="tiny", seed=0, progress=False)
+    # Progressive, every step kept: the same models, and tests/test_partial_versions.py
+    # checks the partial versions it published on the way.
+    build("ml-100k", out, profile="tiny", seed=0, progress=False, keep=50, progressive=True)
     return resolve_artifacts(out)
 
 

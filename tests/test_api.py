@@ -66,7 +66,7 @@ async def test_recommend_known_user_contract(
     assert len(await history_of(client, "1")) == 200
     consumed = rated["1"]
     assert len(consumed) == 272
-    r = await client.post("/recommend", json={"user_id": "1", "k": 25,
+    r = await client.post("/recommend", json={"user_id": "1", "k": 25, "path": "cascade",
                                               "exclude_item_ids": ["50", "181"]})
     assert r.status_code == 200
     body = r.json()

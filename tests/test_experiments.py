@@ -101,10 +101,14 @@ def test_salt_reshuffles() -> None:
     assert 0.5 < moved / len(users) < 0.75
 
 
-def test_single_arm_and_default() -> None:
+def test_default_serves_both_paths() -> None:
     exp = default_experiment()
-    assert exp.arms[0].path == "cascade" and exp.arms[0].share == 1.0
-    assert {assign(exp, str(i)).name for i in range(100)} == {"cascade"}
+    assert {(a.name, a.path, a.share) for a in exp.arms} == {("cascade", "cascade", 0.5),
+                                                             ("generative", "generative", 0.5)}
+    shares = [assign(exp, str(i)).name for i in range(2_000)]
+    assert 0.45 < shares.count("generative") / len(shares) < 0.55  # 4.5 standard errors
+    assert resolve(exp, "u", "generative").path == "generative"
+    assert resolve(exp, "u", "cascade").path == "cascade"
 
 
 # ---- forced path -----------------------------------------------------------------------------
@@ -119,7 +123,8 @@ def test_forced_path_picks_first_arm_with_path() -> None:
 
 def test_forced_path_missing() -> None:
     with pytest.raises(ValueError, match="path 'generative'") as info:
-        resolve(default_experiment(), "u", "generative")
+        resolve(Experiment(name="e", salt="s", arms=(Arm(name="c", path="cascade", share=1.0),)),
+                "u", "generative")
     assert isinstance(info.value, UnknownPathError)
     assert isinstance(info.value, InvalidFieldError)
     assert info.value.loc == ["body", "path"]

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from models.artifacts.manifest import MANIFEST
+from models.artifacts.versions import file_table
 from models.engine.core.context import make_context
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
@@ -31,6 +32,7 @@ def keep_only(src: Path, dst: Path, keep: set[str], partial: bool = True) -> Pat
                 (dst / f).unlink(missing_ok=True)
     man = orjson.loads((dst / MANIFEST).read_bytes())
     man["partial"] = partial
+    man["files"] = file_table(dst)  # as a progressive build lists its partial versions
     (dst / MANIFEST).write_bytes(orjson.dumps(man))
     return dst
 
@@ -104,3 +106,50 @@ def test_missing_component_of_a_whole_version_still_fails(tiny_artifacts: Path,
     with pytest.raises(FileNotFoundError, match="din"):
         Runtime.load(v)
 
+
+
+async def test_api_answers_both_paths_from_a_partial_version(tiny_artifacts: Path,
+                                                             tmp_path: Path) -> None:
+    """The default experiment serves both paths; on a version holding only popularity and
+    ItemCF each answers 200, flagged partial, from the live sources."""
+    from service.config import Settings
+    from tests.helpers import running
+
+    v = keep_only(tiny_artifacts, tmp_path / "v", {"popularity", "itemcf"})
+    async with running(Settings(artifacts_dir=v, reload_poll_s=0)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        for path in PATHS:
+            r = await client.post("/recommend", json={"user_id": "1", "k": 7, "path": path})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["path"] == path and body["partial"] is True
+            assert len({x["item_id"] for x in body["items"]}) == 7
+            assert body["stages"][0]["source"] in ("itemcf", "itemcf+popular")
+        whole = keep_only(tiny_artifacts, tmp_path / "w", {c.name for c in COMPONENTS})
+    async with running(Settings(artifacts_dir=whole, reload_poll_s=0)) as client:
+        r = await client.post("/recommend", json={"user_id": "1", "path": "generative"})
+        assert r.status_code == 200 and r.json()["partial"] is False
+
+
+def test_progressive_build_publishes_servable_steps(tiny_artifacts: Path) -> None:
+    """The session's tiny build runs with ``progressive=True`` (tests/conftest.py): every
+    step it published serves both paths, holds more recall sources than the one before, and
+    only the last is complete."""
+    from models.artifacts.manifest import artifacts_complete
+    from models.artifacts.versions import VERSIONS
+
+    root = tiny_artifacts.parent.parent
+    found = {v: orjson.loads((v / MANIFEST).read_bytes()) for v in (root / VERSIONS).iterdir()}
+    steps = sorted(found, key=lambda v: found[v]["created_at"])
+    manifests = [found[v] for v in steps]
+    assert [m["partial"] for m in manifests] == [True] * (len(steps) - 1) + [False]
+    assert len(steps) >= 4 and steps[-1] == tiny_artifacts and artifacts_complete(root)
+    assert manifests[-1]["training"] == []
+    sources = 0
+    for v, m in zip(steps[:-1], manifests, strict=False):
+        rt = Runtime.load(v)
+        assert set(m["training"]).isdisjoint(rt.components) and m["training"]
+        live = len(build_components(rt, EngineSettings()).recall)
+        assert live > sources
+        sources = live
+        check_answers(rt)

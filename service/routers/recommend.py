@@ -52,6 +52,8 @@ async def recommend(
         metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)
     if result.cold_start:
         metrics.COLD_START.inc()
+    if result.partial:
+        metrics.DEGRADED.labels("models").inc()
     ids = rt.items.ids
     request_id = uuid.uuid4().hex
     # ``scores`` are the last stage's own (the reranker's gains after a diversity rerank),
@@ -80,6 +82,7 @@ async def recommend(
                 for s in result.stages],
         cold_start=result.cold_start,
         degraded=degraded,
+        partial=result.partial,
     )
 
 
