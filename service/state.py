@@ -16,6 +16,7 @@ from typing import Any
 
 from models.engine.core.runtime import Runtime
 from models.engine.factory import Components
+from models.registry import COMPONENTS
 from service import metrics
 from service.config import Settings
 from service.errors import NotReadyError
@@ -44,10 +45,16 @@ class Serving:
         return self.runtime.directory
 
     @property
+    def partial(self) -> bool:
+        """A progressive build's early version: some components are not built yet."""
+        return bool(self.runtime.manifest.get("partial", False))
+
+    @property
     def models(self) -> dict[str, str]:
-        """Component -> state. Every component of a validated version is live; the dict shape
-        leaves room for per-component states (e.g. "degraded") later."""
-        return {name: "live" for name in sorted(self.runtime.components)}
+        """Component -> state: "live" when this version holds it (validated, serving),
+        "absent" when it does not (a partial version, or an optional one not built)."""
+        return {c.name: "live" if c.name in self.runtime.components else "absent"
+                for c in COMPONENTS}
 
 
 @dataclass(frozen=True)

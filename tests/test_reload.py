@@ -50,9 +50,11 @@ POLL_S = 0.05
 
 @pytest.fixture
 def root(tiny_artifacts: Path, tmp_path: Path) -> Path:
-    """A private artifacts root (the session's build is shared: never changed in place)."""
+    """A private artifacts root holding one version, a copy of the session's build (shared:
+    never changed in place; its root also holds a progressive build's partial versions)."""
     out = tmp_path / "ml-100k"
-    shutil.copytree(tiny_artifacts.parent.parent, out, symlinks=True)
+    shutil.copytree(tiny_artifacts, out / VERSIONS / tiny_artifacts.name)
+    set_current(out, tiny_artifacts.name)
     return out
 
 
@@ -168,7 +170,8 @@ async def test_watch_picks_up_a_new_version(root: Path) -> None:
         await until(on_v2)
         body = await models(c)
         assert body["directory"] == str(new.resolve()) and body["last_rejection"] is None
-        assert set(body["models"].values()) == {"live"} and "din" in body["models"]
+        assert body["models"]["din"] == body["models"]["popularity"] == "live"
+        assert set(body["models"].values()) <= {"live", "absent"} and body["partial"] is False
         assert {v["version"]: (v["current"], v["serving"]) for v in body["versions"]} == {
             "v2": (True, True), old.name: (False, False)}
         assert await first_cold_item(c) == item

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
+import orjson
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.artifacts.versions import created_at, current_version, list_versions
+from models.artifacts.versions import MANIFEST, created_at, current_version, list_versions
 from service.deps import RequireAdmin, StateDep
 from service.errors import DomainError, InvalidFieldError
 from service.lifecycle import NoVersionsRoot, Rejected, reload, rollback, versions_root
@@ -43,6 +45,7 @@ class RejectionOut(BaseModel):
 class VersionOut(BaseModel):
     version: str  # the directory name under versions/
     created_at: datetime
+    partial: bool  # a progressive build's early version (some components not built yet)
     current: bool  # what the `current` link points to
     serving: bool
     rejected: bool  # failed validation in this process
@@ -52,7 +55,8 @@ class ModelsOut(BaseModel):
     version: str | None  # None while nothing serves
     directory: str | None
     loaded_at: datetime | None
-    models: dict[str, str]  # component -> "live"
+    partial: bool
+    models: dict[str, str]  # component -> "live" | "absent"
     reloading: bool
     last_rejection: RejectionOut | None
     versions: list[VersionOut]  # on disk, newest first
@@ -73,6 +77,13 @@ def _time(unix_s: float) -> datetime:
     return datetime.fromtimestamp(unix_s, UTC)
 
 
+def _partial(version: Path) -> bool:
+    try:
+        return bool(orjson.loads((version / MANIFEST).read_bytes()).get("partial", False))
+    except (OSError, ValueError, AttributeError):
+        return False  # unreadable: verify() reports it when the version is offered
+
+
 def _on_disk(state: AppState) -> list[VersionOut]:
     root = versions_root(state.settings)
     if root is None:
@@ -82,8 +93,9 @@ def _on_disk(state: AppState) -> list[VersionOut]:
     out = []
     for p in list_versions(root):
         p = p.resolve()
-        out.append(VersionOut(version=p.name, created_at=created_at(p), current=p == current,
-                              serving=p == serving, rejected=p in state.models.rejected))
+        out.append(VersionOut(version=p.name, created_at=created_at(p), partial=_partial(p),
+                              current=p == current, serving=p == serving,
+                              rejected=p in state.models.rejected))
     return out
 
 
@@ -93,6 +105,7 @@ async def describe(state: AppState) -> ModelsOut:
         version=serving.version if serving else None,
         directory=str(serving.directory) if serving else None,
         loaded_at=_time(serving.loaded_at) if serving else None,
+        partial=serving.partial if serving else False,
         models=serving.models if serving else {},
         reloading=state.models.reloading,
         last_rejection=None if rejection is None else RejectionOut(
