@@ -47,7 +47,7 @@ from service.config import Settings
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
 from service.state import AppState, Rejection, Serving
-from service.user_context import build_context
+from service.user_context import load_context
 
 log = logging.getLogger("genrec")
 SMOKE_K = 10  # items asked of each pipeline per smoke user
@@ -197,7 +197,9 @@ async def prepare(state: AppState, directory: Path) -> Serving:
                 log.exception("seeding the store for %s failed", directory)
         contexts = []
         for user in smoke_users(rt, s.smoke_users):
-            ctx = await build_context(rt, state.store, user, limit=rt.max_history)
+            # An unavailable store gives the cold context: a version is never rejected for
+            # the store's state (it then serves degraded answers like any request).
+            ctx, _ = await load_context(rt, state.store, user, limit=rt.max_history)
             # No store version: the smoke run must not fill the candidate's per-user caches.
             contexts.append(dataclasses.replace(ctx, version=None))
         await asyncio.to_thread(smoke, rt, components, contexts, state.experiment, arm_params)

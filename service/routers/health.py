@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import StateDep
 from service.state import AppState
+from service.stores.base import store_health
 
 router = APIRouter(tags=["health"])
 
@@ -19,15 +20,18 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
-    """-> (ready, body): the one place the readiness body is built, so further checks (the
-    store's health) add a key here. Ready as soon as a version serves, also while a newer one
-    loads beside it."""
+async def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
+    """-> (ready, body): the one place the readiness body is built. Ready as soon as a version
+    serves, also while a newer one loads beside it. An unavailable store keeps the replica
+    ready (it answers degraded, never 5xx) and says so: status "degraded", the store's health
+    under "store"."""
+    store = await store_health(state.store)
     serving = state.serving  # one read: the version and its models belong together
     if serving is not None:
-        return True, {"status": "ready", "version": serving.version, "models": serving.models}
+        return True, {"status": "ready" if store["ok"] else "degraded",
+                      "version": serving.version, "models": serving.models, "store": store}
     body: dict[str, Any] = {"status": "loading" if state.load_error is None else "failed",
-                            "models": {}}
+                            "models": {}, "store": store}
     if state.load_error is not None:
         body["error"] = state.load_error  # names the file that failed validation
     return False, body
@@ -35,7 +39,7 @@ def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    ready, body = readiness(state)
+    ready, body = await readiness(state)
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

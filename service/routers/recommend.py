@@ -16,7 +16,7 @@ from service.deps import (
     ExperimentDep,
     ExposuresDep,
     RuntimeDep,
-    StateDep,
+    ServingDep,
     StoreDep,
 )
 from service.experiments import resolve
@@ -34,7 +34,7 @@ async def recommend(
     rt: RuntimeDep,
     comp: ComponentsDep,
     store: StoreDep,
-    state: StateDep,
+    serving: ServingDep,
     experiment: ExperimentDep,
     exposures: ExposuresDep,
 ) -> RecommendResponse:
@@ -45,8 +45,9 @@ async def recommend(
         rt, store, req.user_id, req.history, req.exclude_item_ids, limit=rt.max_history
     )
     # Model compute is a few ms of CPU; running it inline avoids a thread hop per request.
-    # The loader checked every arm's path and params, so both lookups succeed.
-    result = comp.pipelines[arm.path].run(ctx, req.k, state.arm_params[arm.name])
+    # The loader checked every arm's path and params against this request's version (one
+    # snapshot: runtime, components and params), so both lookups succeed.
+    result = comp.pipelines[arm.path].run(ctx, req.k, serving.arm_params[arm.name])
     for st in result.stages:
         metrics.STAGE_LATENCY.labels(result.path, st.name).observe(st.ms / 1e3)
         metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)
