@@ -42,7 +42,9 @@ def root(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from models.build.main import build
 
     out = tmp_path_factory.mktemp("versions") / "ml-100k"
-    shutil.copytree(tiny_artifacts.parent.parent, out, symlinks=True)
+    # The session's final version alone (its progressive build left partial ones beside it).
+    shutil.copytree(tiny_artifacts, out / VERSIONS / tiny_artifacts.name)
+    set_current(out, tiny_artifacts.name)
     build("ml-100k", out, profile="tiny", seed=1, progress=False)
     return out
 
