@@ -3,6 +3,7 @@ layer to serve); component and method names in its help come from ``models.regis
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -203,11 +204,25 @@ def serve(
         if not build_missing:
             _fail(FileNotFoundError(f"no artifacts in {out}; run `genrec build` first"))
         trainer = _start_progressive_build(dataset, out)
+        _stop_on_signal(trainer)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
     finally:
         if trainer is not None and trainer.poll() is None:
             trainer.terminate()  # a stopped service stops its build too
+
+
+def _stop_on_signal(trainer: subprocess.Popen[bytes]) -> None:
+    """SIGTERM / SIGINT stop the background build too. uvicorn restores the handlers it
+    found and raises the signal again once it has shut down, so these run then (a plain
+    ``finally`` would not: the default handler ends the process first)."""
+    def handler(signum: int, _frame: object) -> None:
+        if trainer.poll() is None:
+            trainer.terminate()
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def _start_progressive_build(dataset: str, out: Path) -> subprocess.Popen[bytes]:
