@@ -32,6 +32,7 @@ def keep_only(src: Path, dst: Path, keep: set[str], partial: bool = True) -> Pat
                 (dst / f).unlink(missing_ok=True)
     man = orjson.loads((dst / MANIFEST).read_bytes())
     man["partial"] = partial
+    man["training"] = [c.name for c in COMPONENTS if c.name not in keep] if partial else []
     man["files"] = file_table(dst)  # as a progressive build lists its partial versions
     (dst / MANIFEST).write_bytes(orjson.dumps(man))
     return dst
@@ -117,7 +118,10 @@ async def test_api_answers_both_paths_from_a_partial_version(tiny_artifacts: Pat
 
     v = keep_only(tiny_artifacts, tmp_path / "v", {"popularity", "itemcf"})
     async with running(Settings(artifacts_dir=v, reload_poll_s=0)) as client:
-        assert (await client.get("/readyz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["models"]["itemcf"] == "live"
+        assert "two_tower" in ready.json()["training"]  # what the build is still training
         for path in PATHS:
             r = await client.post("/recommend", json={"user_id": "1", "k": 7, "path": path})
             assert r.status_code == 200, r.text

@@ -28,8 +28,11 @@ async def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
     store = await store_health(state.store)
     serving = state.serving  # one read: the version and its models belong together
     if serving is not None:
+        # A progressive build's partial version lists what it is still training.
+        training = list(serving.runtime.manifest.get("training") or [])
         return True, {"status": "ready" if store["ok"] else "degraded",
-                      "version": serving.version, "models": serving.models, "store": store}
+                      "version": serving.version, "models": serving.models,
+                      "training": training, "store": store}
     body: dict[str, Any] = {"status": "loading" if state.load_error is None else "failed",
                             "models": {}, "store": store}
     if state.load_error is not None:
