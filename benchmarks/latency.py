@@ -48,7 +48,7 @@ import numpy as np
 from models.registry import PATHS
 from service.app import create_app
 from service.config import REPO_ROOT, Settings
-from service.user_context import build_context
+from service.user_context import load_context
 
 
 def rss_mb() -> float:
@@ -129,7 +129,7 @@ async def main(args: argparse.Namespace) -> dict:
                     for st in body["stages"]:
                         m["stages"].setdefault(f"{st['name']}:{st['source']}", []).append(st["ms"])
                     if n % args.compute_every == 0:
-                        ctx = await build_context(rt, state.store, u, limit=rt.max_history)
+                        ctx, _ = await load_context(rt, state.store, u, limit=rt.max_history)
                         # version=None: the HSTU stage neither reads nor fills its cache.
                         ctx = dataclasses.replace(ctx, version=None)
                         pipeline, params = comp.pipelines[path], state.arm_params[path]

@@ -76,14 +76,3 @@ async def _read_user(rt: Runtime, store: UserStore, user_id: str, limit: int
     blocked = {index[i] for i in consumed if i in index} | set(hist)
     return hist, [x.ts for x in known], blocked, version
 
-
-async def build_context(
-    rt: Runtime,
-    store: UserStore,
-    user_id: str | None,
-    history: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    limit: int = 200,
-) -> UserContext:
-    """``load_context`` without the degraded flag (benchmarks, tests)."""
-    return (await load_context(rt, store, user_id, history, exclude, limit))[0]

@@ -20,7 +20,7 @@ from models.engine.rank.fusion import FusionPlan
 from models.nets.features import pad_histories
 from service.config import Settings
 from service.experiments import ExperimentConfigError
-from service.user_context import build_context
+from service.user_context import load_context
 from tests.helpers import running
 from tests.topk import assert_top_k, score_tol
 
@@ -115,8 +115,8 @@ async def test_exclusions_honoured_without_starving_k(
         state = client._transport.app.state.genrec  # type: ignore[attr-defined]
         src = state.components.recall[method]
         model = src.model
-        ctx = await build_context(state.runtime, state.store, "12", None, banned,
-                                  limit=state.runtime.max_history)
+        ctx, _ = await load_context(state.runtime, state.store, "12", None, banned,
+                                    limit=state.runtime.max_history)
         with torch.inference_mode():
             items = model.item_vectors().double().numpy()  # (n_items, d)
         ref = items @ src.user_vector(ctx).astype(np.float64)
