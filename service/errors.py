@@ -81,6 +81,29 @@ class ForbiddenError(DomainError):
         super().__init__(["header", "authorization"], msg)
 
 
+class ShareConflictError(DomainError):
+    status_code = 409
+    kind = "conflict"
+
+    def __init__(self) -> None:
+        super().__init__(["body", "shares"], "the split kept changing under this request; "
+                                             "read it again and retry")
+
+
+class VersionRejectedError(DomainError):
+    """The offered version failed validation; the old one keeps serving."""
+
+    status_code = 409
+    kind = "version_rejected"
+
+
+class NoArtifactsError(DomainError):
+    """No version to go to: the artifacts directory is a single version, or holds none."""
+
+    status_code = 409
+    kind = "no_artifacts"
+
+
 class StoreUnavailableError(DomainError):
     status_code = 503
     kind = "store_unavailable"

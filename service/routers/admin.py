@@ -8,7 +8,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import ExposuresDep, RequireAdmin, StateDep
-from service.errors import DomainError, InvalidFieldError, StoreUnavailableError, json_safe
+from service.errors import (
+    InvalidFieldError,
+    ShareConflictError,
+    StoreUnavailableError,
+    json_safe,
+)
 from service.experiment_sync import ConflictError, SyncDep
 from service.experiments import Experiment, ExperimentConfigError
 from service.exposures import ExposureLog
@@ -16,15 +21,6 @@ from service.schemas import ArmOut, ExperimentOut, SharesIn
 from service.stores.base import StoreUnavailable
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[RequireAdmin])
-
-
-class ShareConflictError(DomainError):
-    status_code = 409
-    kind = "conflict"
-
-    def __init__(self) -> None:
-        super().__init__(["body", "shares"], "the split kept changing under this request; "
-                                             "read it again and retry")
 
 
 async def _describe(experiment: Experiment, exposures: ExposureLog,

@@ -15,25 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.artifacts.versions import MANIFEST, created_at, current_version, list_versions
 from service.deps import RequireAdmin, StateDep
-from service.errors import DomainError, InvalidFieldError
+from service.errors import InvalidFieldError, NoArtifactsError, VersionRejectedError
 from service.lifecycle import NoVersionsRoot, Rejected, reload, rollback, versions_root
 from service.state import AppState
 
 router = APIRouter(prefix="/admin/models", tags=["admin"], dependencies=[RequireAdmin])
-
-
-class VersionRejectedError(DomainError):
-    """The offered version failed validation; the old one keeps serving."""
-
-    status_code = 409
-    kind = "version_rejected"
-
-
-class NoArtifactsError(DomainError):
-    """No version to go to: the artifacts directory is a single version, or holds none."""
-
-    status_code = 409
-    kind = "no_artifacts"
 
 
 class RejectionOut(BaseModel):
