@@ -6,6 +6,7 @@
 #
 #   benchmarks/full_tables.sh OUT [PROFILE] [DEVICE] [WORKERS]
 #   benchmarks/full_tables.sh /tmp/tables full cuda 8       # a GPU box with 16 cores
+#   DATASETS=beauty benchmarks/full_tables.sh /tmp/tables   # one dataset (default: both)
 #
 # MiniLM content vectors are read from OUT/.cache when present (copy artifacts/.cache there
 # to skip the encoder on a machine without the MiniLM package).
@@ -18,13 +19,14 @@ cd "$(dirname "$0")/.."
 mkdir -p "$out"
 genrec=(python -c "from cli.main import app; app()")
 start=$SECONDS
-for d in ml-100k beauty; do
+datasets=${DATASETS:-ml-100k beauty}
+for d in $datasets; do
   python benchmarks/parallel_build.py --dataset "$d" --profile "$profile" --device "$device" \
     --artifacts "$out/$d" > "$out/build-$d.log" 2>&1 &
 done
 wait
-echo "built both in $((SECONDS - start)) s"
-for d in ml-100k beauty; do
+echo "built $datasets in $((SECONDS - start)) s"
+for d in $datasets; do
   for stage in valid test; do
     t=$SECONDS
     "${genrec[@]}" eval --artifacts "$out/$d" --dataset "$d" --stage "$stage" \

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loadtest.main import loadtest
 from models.artifacts.versions import DEFAULT_KEEP
 from models.registry import COMPONENTS, PATHS, RECALL, names
 from service.config import REPO_ROOT
@@ -246,6 +247,9 @@ def _start_progressive_build(dataset: str, out: Path) -> subprocess.Popen[bytes]
         if proc.poll() is not None:
             _fail(RuntimeError(f"the build of {out} failed (exit status {proc.returncode})"))
         time.sleep(0.5)
+
+
+app.command("loadtest")(loadtest)
 
 
 if __name__ == "__main__":

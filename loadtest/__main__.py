@@ -1,0 +1,3 @@
+from loadtest.main import main
+
+main()
