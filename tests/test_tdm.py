@@ -284,3 +284,17 @@ def test_relearn_tree_and_checkpoint(trained, tmp_path: Path) -> None:
     hist = torch.tensor([1, 2, 3])
     nodes = torch.arange(new_tree.n_nodes)
     torch.testing.assert_close(back.score_nodes(hist, nodes), new.score_nodes(hist, nodes))
+
+
+def test_scored_levels_start_where_beam_search_starts(tiny_artifacts: Path) -> None:
+    """train_levels "scored" (the tiny and default profiles): training starts at the first
+    level beam search scores, the first with at least ``beam`` nodes; nothing above it is
+    trained."""
+    import orjson
+
+    report = orjson.loads((tiny_artifacts / "manifest.json").read_bytes())["configs"]["tdm"]
+    assert report["train_levels"] == "scored"
+    tree = TDMTree.load(tiny_artifacts / "tdm_tree.safetensors")
+    first = tree.first_level_with(report["beam"])
+    assert report["train"]["min_level"] == first > 1
+    assert tree.level_sizes()[first - 1] < report["beam"] <= tree.level_sizes()[first]

@@ -50,7 +50,8 @@ TARGETS: dict[str, str] = {
 # Options the build reads itself, beside the target's parameters.
 EXTRA: dict[str, dict[str, Any]] = {
     "semantic_ids": {"source": Literal["auto", "content", "collaborative", "both"]},
-    "tdm": {"branching": int, "beam": int, "jtm_rounds": int},
+    "tdm": {"branching": int, "beam": int, "jtm_rounds": int,
+            "train_levels": Literal["all", "scored"]},
 }
 RETRIEVER_MODEL_EXTRA = {"max_len": int | Literal["auto"]}  # "auto": by mean history length
 RETRIEVER_TRAIN_EXTRA = {"select_every": int}  # epochs between validation checks (0 = off)
