@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from service import metrics
 from service.deps import StateDep
 from service.state import AppState
 from service.stores.base import store_health
@@ -48,4 +49,4 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def prometheus() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -51,6 +51,7 @@ async def recommend(
     for st in result.stages:
         metrics.STAGE_LATENCY.labels(result.path, st.name).observe(st.ms / 1e3)
         metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)
+    metrics.record_hstu_cache(comp)  # M-FALCON hits/misses since the last request
     if result.cold_start:
         metrics.COLD_START.inc()
     if result.partial:

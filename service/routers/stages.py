@@ -9,6 +9,7 @@ import time
 import numpy as np
 from fastapi import APIRouter
 
+from service import metrics
 from service.deps import ComponentsDep, RuntimeDep, StoreDep
 from service.errors import InvalidFieldError
 from service.schemas import (
@@ -56,6 +57,7 @@ async def rank(
     ctx, degraded = await load_context(rt, store, req.user_id, req.history,
                                        limit=rt.max_history)
     scores = comp.rankers[req.model].score(ctx, items)
+    metrics.record_hstu_cache(comp)  # M-FALCON hits/misses (model hstu_ranker)
     order = np.argsort(-scores, kind="stable")
     return RankResponse(model=req.model, items=_scored(rt, items[order], scores[order]),
                         ms=_ms(t0), degraded=degraded)
