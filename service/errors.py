@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from service import openapi
+from service.stores.breaker import StoreUnavailable
 
 # A 422 echoes each rejected ``input``, clipped to this: never the whole body back.
 ECHO_STR, ECHO_ITEMS, ECHO_DEPTH, ECHO_ERRORS = 64, 5, 3, 50
@@ -105,12 +106,28 @@ class NoArtifactsError(DomainError):
 
 
 class StoreUnavailableError(DomainError):
+    """The store (Redis) can't be used. ``Retry-After`` is when the circuit breaker lets the
+    next call through (``StoreUnavailable.retry_after_s``), in whole seconds rounded up, and
+    at least 1 (HTTP's Retry-After takes integer seconds)."""
+
     status_code = 503
     kind = "store_unavailable"
-    headers = {"Retry-After": "1"}
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after_s: float = 0.0) -> None:
         super().__init__([], "the store (Redis) is unreachable; retry shortly")
+        self.headers = {"Retry-After": str(retry_after_header(retry_after_s))}
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StoreUnavailableError:
+        """The 503 for a store failure: ``StoreUnavailable`` carries its breaker's remaining
+        open time (read now, not when it was raised); any other Redis error gives 1."""
+        wait = exc.retry_after_s() if isinstance(exc, StoreUnavailable) else 0.0
+        return cls(wait)
+
+
+def retry_after_header(seconds: float) -> int:
+    """``seconds`` as HTTP ``Retry-After``: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 1
 
 
 def _decode_bytes(raw: bytes) -> str:
@@ -214,11 +231,11 @@ def install(app: FastAPI) -> None:
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisConnectionError)  # StoreUnavailable is one
     @app.exception_handler(RedisTimeoutError)
-    async def _store_down(request: Request, _: Exception) -> JSONResponse:
+    async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         # A Redis outage is a retryable 503, not a 500 (the message never echoes the URL).
-        return await _domain(request, StoreUnavailableError())
+        return await _domain(request, StoreUnavailableError.of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

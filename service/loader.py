@@ -30,23 +30,26 @@ from service.lifecycle import (  # Available, guard, check_arms: re-exported for
     versions_root,
 )
 from service.state import AppState
-from service.stores.base import Interaction
+from service.stores.base import (
+    SEED_FAILED,
+    SEED_PENDING,
+    SEED_RUNNING,
+    SEED_SKIPPED,
+    SEEDED,
+    Interaction,
+    StoreUnavailable,
+)
 
 __all__ = ["Available", "check_arms", "guard", "load_into", "seed_store", "start", "watch"]
 log = logging.getLogger("genrec")
 
 
-async def seed_store(state: AppState, rt: Runtime) -> None:
-    """Seed the store with the training dataset's histories, once per dataset fingerprint."""
-    info = rt.manifest["dataset"]
-    marker = info["fingerprint"]
-    if await state.store.is_seeded(marker):
-        return
-    ds = await asyncio.to_thread(load_dataset, info["source"])
+def _histories(source: str, marker: str) -> dict[str, list[Interaction]] | None:
+    """The dataset's histories by external ids; None when it changed since the build (its
+    fingerprint is not ``marker``). Worker thread: it reads files and builds every event."""
+    ds = load_dataset(source)
     if ds.fingerprint != marker:
-        log.warning("dataset %s changed since the artifacts were built; not seeding",
-                    info["source"])
-        return
+        return None
     items = ds.items.ids
     histories = {}
     for u, seq in enumerate(ds.sequences):
@@ -55,14 +58,53 @@ async def seed_store(state: AppState, rt: Runtime) -> None:
             Interaction(items[i], "view", float(ts[j]) if ts is not None else 0.0)
             for j, i in enumerate(seq.tolist())
         ]
-    await state.store.seed(histories, marker)
-    log.info("seeded the store with %d users", len(histories))
+    return histories
+
+
+async def seed_store(state: AppState, rt: Runtime) -> str:
+    """Seed the store with the training dataset's histories, once per dataset fingerprint (the
+    seed marker); -> the marker's state, as recorded in ``state.store.seeding`` (``SeedLog``).
+
+    Redis unavailable (down, hung, circuit open, cut off or emptied mid-seed) is no error: the
+    marker is left ``pending`` and ``service.store_watch`` runs this again once Redis answers.
+    A marker in the store means every user was written (``UserStore.seed``). Other errors
+    mark it ``failed`` and propagate. One run at a time per store (a reload and the watch may
+    both ask)."""
+    store = state.store
+    info = rt.manifest["dataset"]
+    marker = info["fingerprint"]
+    seeding = store.seeding
+    async with seeding.lock:
+        try:
+            if await store.is_seeded(marker):
+                seeding.set(marker, SEEDED)
+                return SEEDED
+            seeding.set(marker, SEED_RUNNING)
+            histories = await asyncio.to_thread(_histories, info["source"], marker)
+            if histories is None:
+                log.warning("dataset %s changed since the artifacts were built; not seeding",
+                            info["source"])
+                seeding.set(marker, SEED_SKIPPED)
+                return SEED_SKIPPED
+            await store.seed(histories, marker)
+        except StoreUnavailable as exc:
+            seeding.set(marker, SEED_PENDING)
+            log.warning("seeding the store is pending (%s): retried once Redis answers", exc)
+            return SEED_PENDING
+        except Exception:
+            seeding.set(marker, SEED_FAILED)
+            raise
+        seeding.set(marker, SEEDED)
+        log.info("seeded the store with %d users", len(histories))
+        return SEEDED
 
 
 async def load_into(state: AppState) -> None:
     s = state.settings
     torch.set_num_threads(s.torch_threads)
-    if s.seed_store:  # every version offered seeds first (a no-op once its dataset is in)
+    # Every version offered seeds first (a no-op once its dataset is in); with Redis
+    # unavailable it still loads, and the store watch seeds once Redis answers.
+    if s.seed_store:
         state.models.seed = functools.partial(seed_store, state)
     try:
         await start(state)

@@ -1,13 +1,15 @@
 """Redis faults through the ASGI app, against a redis-server of the test's own that is killed
 (SIGKILL), hung (SIGSTOP/SIGCONT) and restarted (from its AOF, or empty): /recommend never
 fails and degrades within a bound a bit above the timeout, /events answers 503 + Retry-After
-and accepts nothing, everything answered 2xx survives, nothing answered 503 ever appears, and
-the app recovers (and re-seeds an emptied store) without a restart."""
+(the breaker's remaining open time) and accepts nothing, everything answered 2xx survives,
+nothing answered 503 ever appears, and the app recovers (re-seeds an emptied store, seeds one
+that was unavailable at start, never marks a half-seeded one) without a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +21,16 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from service.config import Settings
-from service.stores import CircuitBreaker, Event, RedisStore, StoreUnavailable, store_health
+from service.errors import StoreUnavailableError
+from service.stores import (
+    CircuitBreaker,
+    Event,
+    Interaction,
+    RedisLink,
+    RedisStore,
+    StoreUnavailable,
+    store_health,
+)
 from service.stores.breaker import CLOSED, HALF_OPEN, OPEN
 from tests.conftest import RedisProcess
 from tests.helpers import running
@@ -230,7 +241,157 @@ async def test_reset_is_detected_and_reseeded(
         assert health["resets"] == 1 and health["ok"] and health["breaker"] == CLOSED
 
 
+@pytest.mark.parametrize("fault", ["kill", "hang"])
+async def test_start_without_redis_serves_then_seeds_once_it_answers(
+    redis_process: RedisProcess, tiny_artifacts: Path, fault: str
+) -> None:
+    settings = fault_settings(redis_process.url, tiny_artifacts, seed_store=True)
+    if fault == "kill":
+        redis_process.kill()
+    else:
+        redis_process.stop()
+    async with running(settings) as c:
+        state = c._transport.app.state.genrec  # type: ignore[attr-defined]
+        assert state.ready  # the version loaded although seeding could not run
+        ready = await c.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["status"] == "degraded" and body["store"]["ok"] is False
+        assert body["store"]["seeding"] == "pending"
+        known, _ = await recommend(c, "5")
+        assert known["degraded"] and known["cold_start"]
+
+        if fault == "kill":
+            redis_process.restart()
+        else:
+            redis_process.cont()
+
+        async def seeded() -> bool:  # reported once every user is in
+            if (await c.get("/readyz")).json()["store"]["seeding"] != "seeded":
+                return False
+            body, _ = await recommend(c, "5")
+            return not body["degraded"] and not body["cold_start"]
+
+        took = await wait_for(seeded, 30.0)
+        print(f"Redis back: seeded, known user served from the store after {took:.2f}s")
+        marker = state.runtime.manifest["dataset"]["fingerprint"]
+        raw = aioredis.Redis.from_url(redis_process.url)
+        try:
+            assert await raw.exists(f"{settings.redis_prefix}seeded:{marker}") == 1
+        finally:
+            await raw.aclose()
+        assert len((await c.get("/users/5/history")).json()["items"]) > 0
+        body = (await c.get("/readyz")).json()
+        assert body["status"] == "ready" and body["store"]["seeding"] == "seeded"
+
+
+async def test_retry_after_is_the_breakers_remaining_open_time(
+    redis_process: RedisProcess, tiny_artifacts: Path
+) -> None:
+    reset_s = 6.0  # long enough that the rounded remaining time is well above 1
+    settings = fault_settings(redis_process.url, tiny_artifacts, breaker_reset_s=reset_s)
+    async with running(settings) as c:
+        breaker = c._transport.app.state.genrec.store.link.breaker  # type: ignore[attr-defined]
+        redis_process.kill()
+        for _ in range(10):  # failures until the circuit opens
+            if breaker.state == OPEN:
+                break
+            assert (await post_events(c, new_user("opening"), ["1"])).status_code == 503
+        assert breaker.state == OPEN
+        for send in (lambda: post_events(c, new_user("open"), ["1"]),
+                     lambda: c.get("/users/5/history")):
+            before = breaker.retry_after_s()
+            r = await send()
+            after = breaker.retry_after_s()
+            assert r.status_code == 503, r.text
+            # The breaker's own figure, rounded up to whole seconds, when the answer was made.
+            assert math.ceil(after) <= int(r.headers["retry-after"]) <= math.ceil(before)
+            assert int(r.headers["retry-after"]) > 1
+
+
+@pytest.mark.parametrize("fault,after", [("flush", 1), ("restart", 3)],
+                         ids=["flushed-between-batches", "restarted-empty-before-the-marker"])
+async def test_seed_whose_batches_were_lost_is_never_marked(
+    redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch, fault: str, after: int
+) -> None:
+    # Redis loses the seed's data after one of its 3 batches (one user each): flushed (the
+    # seed's connection survives) or restarted empty. The marker must not be set; the next
+    # run seeds everything.
+    monkeypatch.setattr("service.stores.redis.SEED_BATCH_USERS", 1)
+    store = RedisStore.from_url(redis_process.url, prefix="seed:", timeout_s=1.0)
+    histories = {u: [Interaction(f"{u}-{n}", ts=n) for n in range(3)] for u in "abc"}
+    real, batches = store._seed_batch, 0
+
+    async def batch_then_lose_data(*args: Any) -> int:
+        nonlocal batches
+        out = await real(*args)
+        batches += 1
+        if batches == after and fault == "restart":
+            redis_process.restart(empty=True)
+        elif batches == after:
+            raw = aioredis.Redis.from_url(redis_process.url)
+            await raw.flushdb()
+            await raw.aclose()
+        return out
+
+    store._seed_batch = batch_then_lose_data  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.seed(histories, "m")
+        assert await store.is_seeded("m") is False
+        store._seed_batch = real  # type: ignore[method-assign]
+        await store.seed(histories, "m")
+        assert await store.is_seeded("m") is True
+        for u, history in histories.items():
+            assert await store.get_history(u, 10) == history
+    finally:
+        await store.close()
+
+
 # ---- the pieces ----------------------------------------------------------------------------
+
+
+async def test_a_cancelled_call_is_cancelled_even_if_the_client_swallows_it() -> None:
+    # What Python 3.11's asyncio.wait_for (inside redis-py's send) does when the send finishes
+    # as the cancellation arrives: it returns normally. The link must still end the task, or a
+    # background loop outlives the app's shutdown.
+    link = RedisLink(aioredis.Redis(), timeout_s=5.0)
+    started = asyncio.Event()
+
+    async def swallowing() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return "sent"
+        return "never"
+
+    task = asyncio.create_task(link.call("op", swallowing))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await link.close()
+
+
+def test_retry_after_header_rounds_the_breakers_time_up() -> None:
+    now = [0.0]
+    b = CircuitBreaker(failures=1, reset_s=3.0, clock=lambda: now[0])
+
+    def header() -> str:
+        headers = StoreUnavailableError.of(StoreUnavailable("op", "x", breaker=b)).headers
+        return (headers or {})["Retry-After"]
+
+    assert header() == "1"  # closed: retry now, and HTTP's smallest wait is 1 s
+    b.failure()
+    assert header() == "3"
+    now[0] = 0.8  # 2.2 s left
+    assert header() == "3"
+    now[0] = 2.9  # 0.1 s left
+    assert header() == "1"
+    no_breaker = StoreUnavailableError.of(StoreUnavailable("op", "x")).headers
+    assert (no_breaker or {})["Retry-After"] == "1"
+
 
 
 def test_breaker_opens_fails_fast_and_lets_one_trial_through() -> None:

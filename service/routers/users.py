@@ -1,6 +1,7 @@
 """POST /events (interaction ingestion, click attribution) and GET /users/{user_id}/history.
 
-With the store unavailable both answer 503 with Retry-After. /events is all or nothing: a 2xx
+With the store unavailable both answer 503 with Retry-After: when the circuit breaker lets
+Redis be tried again (whole seconds, at least 1). /events is all or nothing: a 2xx
 means the batch was written, a 503 that it was not and never will be (``RedisStore``)."""
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ async def events(
              for e in req.events]
     try:
         accepted = await store.append_events(batch)
-    except StoreUnavailable:
-        raise StoreUnavailableError() from None
+    except StoreUnavailable as exc:
+        raise StoreUnavailableError.of(exc) from None
     for e in batch:
         metrics.EVENTS.labels(e.type).inc()
     await _attribute(exposures, req.events)
@@ -66,8 +67,8 @@ async def history(
 ) -> HistoryResponse:
     try:
         rows = await store.get_history(user_id, limit)
-    except StoreUnavailable:
-        raise StoreUnavailableError() from None
+    except StoreUnavailable as exc:
+        raise StoreUnavailableError.of(exc) from None
     return HistoryResponse(
         user_id=user_id,
         items=[HistoryItem(item_id=r.item_id, type=r.type, ts=r.ts) for r in rows],

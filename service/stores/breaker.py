@@ -26,11 +26,19 @@ class StoreUnavailable(RedisConnectionError):
 
     A ``redis.exceptions.ConnectionError`` subclass, so any handler that maps Redis outages to
     a 503 (``service/errors.py``) covers it; callers that can degrade catch it by this name.
-    ``kind`` is the metrics label: timeout, connection or breaker_open."""
+    ``kind`` is the metrics label: timeout, connection or breaker_open (the store adds expired
+    and reset). ``breaker``: the circuit of the link that failed, if any, so the 503 can tell
+    when Redis will next be tried (``retry_after_s``, read when the answer is made)."""
 
-    def __init__(self, op: str, kind: str, detail: str = "") -> None:
+    def __init__(self, op: str, kind: str, detail: str = "",
+                 breaker: CircuitBreaker | None = None) -> None:
         super().__init__(f"redis {op}: {kind}{': ' + detail if detail else ''}")
-        self.op, self.kind = op, kind
+        self.op, self.kind, self.breaker = op, kind, breaker
+
+    def retry_after_s(self) -> float:
+        """Seconds until the breaker lets the next trial call through now (0 when it is not
+        open, or there is no breaker)."""
+        return self.breaker.retry_after_s() if self.breaker is not None else 0.0
 
 
 class CircuitBreaker:

@@ -72,16 +72,23 @@ class RedisLink:
         self.last_error = f"{op}: {kind}: {type(exc).__name__}"  # never the URL
         self.last_error_at = time.time()
         metrics.REDIS_ERRORS.labels(op, kind).inc()
-        return StoreUnavailable(op, kind, type(exc).__name__)
+        return StoreUnavailable(op, kind, type(exc).__name__, self.breaker)
 
     async def call(self, op: str, fn: Callable[[], Awaitable[T]],
                    timeout_s: float | None = None) -> T:
         """``await fn()`` under the breaker and the time bound. Raises ``StoreUnavailable``
         for a timeout, a lost connection or an open circuit; a Redis error reply (the server
-        answered) passes through and counts as the server being up."""
+        answered) passes through and counts as the server being up.
+
+        A cancellation that arrives during the call is always raised, also when the client
+        dropped it: redis-py sends through ``asyncio.wait_for``, which on Python 3.11 returns
+        normally when the send completes as the cancellation arrives, and a background loop
+        that lost its cancellation would never end (the app's shutdown would wait forever)."""
         if not self.breaker.allow():
             metrics.REDIS_ERRORS.labels(op, "breaker_open").inc()
-            raise StoreUnavailable(op, "breaker_open")
+            raise StoreUnavailable(op, "breaker_open", breaker=self.breaker)
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         t0 = time.perf_counter()
         done = False
         try:
@@ -104,6 +111,8 @@ class RedisLink:
             if not done:  # cancelled by the caller: neither an answer nor a fault
                 self.breaker.release()
         self.breaker.success()
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError  # a cancellation the client swallowed (docstring)
         return result
 
     async def _drop_idle(self) -> None:

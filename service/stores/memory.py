@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from service import metrics
-from service.stores.base import EVENT_TYPES, Event, Interaction
+from service.stores.base import EVENT_TYPES, Event, Interaction, SeedLog
 
 # Distinct item ids whose one string object is shared by every user (see ``_item``).
 ITEM_ID_TABLE_MAX = 250_000
@@ -139,6 +139,7 @@ class InMemoryStore:
         # set (~50 bytes saved per stored event); bounded, so arbitrary ids can't grow it.
         self._item_ids: dict[str, str] = {}
         self._markers: set[str] = set()
+        self.seeding = SeedLog()  # what the service asked of this store's seeding (/readyz)
         # The write paths contain no awaits today, so they are already atomic on one event loop;
         # the lock keeps them atomic if an await (e.g. persistence) is ever added inside them.
         self._lock = asyncio.Lock()

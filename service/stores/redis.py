@@ -7,6 +7,7 @@ suffix, so ``u:a:seen``'s history is ``u:a:seen:hist`` and can't collide with us
     {prefix}u:{user_id}:seen   set of every consumed item id (never capped)
     {prefix}u:{user_id}:ver    INCR counter, bumped on every write to the user
     {prefix}seeded:{marker}    set once a seed run with that marker has completed
+    {prefix}seeding:{run_id}   a seed run's count of batches written (deleted when it completes)
     {prefix}batch:{batch_id}   "applied" or "aborted", for a few seconds: see below
 
 Every call goes through the shared ``RedisLink`` (time bound, circuit breaker, metrics); a
@@ -44,11 +45,11 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from service.stores.base import Event, Interaction
+from service.stores.base import Event, Interaction, SeedLog
 from service.stores.breaker import StoreUnavailable
 from service.stores.link import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, RedisLink
 from service.stores.memory import validate_events, validate_histories
-from service.stores.redis_scripts import APPEND, RESOLVE
+from service.stores.redis_scripts import APPEND, RESOLVE, SEAL
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisStore"]
 
@@ -62,6 +63,8 @@ SEED_TIMEOUT_S = 60.0
 BATCH_MARKER_TTL_MS = 10_000
 # Redis's clock offset is measured again after this long (drift, NTP steps).
 CLOCK_REFRESH_S = 30.0
+# A seed run's batch counter outlives a run cut short by this much (then Redis drops it).
+SEED_RUN_TTL_MS = 3_600_000
 
 def _encode(item_id: str, type_: str, ts: float) -> bytes:
     # Short field names keep 200-item lists small; orjson emits compact JSON.
@@ -98,12 +101,14 @@ class RedisStore:
         self.max_history = max_history
         self.resets = 0  # seed markers seen, then found gone (Redis restarted empty)
         self._markers_seen: set[str] = set()
+        self.seeding = SeedLog()  # what the service asked of this store's seeding (/readyz)
         self._offset_ms: float | None = None  # Redis clock - local clock
         self._offset_err_ms = 0.0
         self._offset_at = 0.0
         self._offset_lock = asyncio.Lock()
         self._append = self.client.register_script(APPEND)
         self._resolve = self.client.register_script(RESOLVE)
+        self._seal = self.client.register_script(SEAL)
 
     @classmethod
     def from_url(
@@ -197,7 +202,7 @@ class RedisStore:
                 await asyncio.sleep(wait_ms / 1000.0)
             raise
         if done != 1:  # past its deadline (a slow Redis) or claimed as aborted: not written
-            raise StoreUnavailable("append_events", "expired")
+            raise StoreUnavailable("append_events", "expired", breaker=self.link.breaker)
         return len(events)
 
     async def _applied_after_all(self, marker: str) -> bool:
@@ -214,25 +219,44 @@ class RedisStore:
         """Replace the given users' histories and consumed sets, then record ``marker``.
 
         Users are written in transactional batches of ``SEED_BATCH_USERS`` (each user is
-        replaced atomically; readers never see a deleted-but-not-refilled list). The marker is
-        set only after every batch succeeded, so an interrupted seed is simply re-run.
-        Versions are INCRed, never reset, so (user, version) cache keys can't be reused."""
+        replaced atomically; readers never see a deleted-but-not-refilled list). Each batch
+        also counts itself in the run's own key, in the same transaction, and the marker is set
+        by a script only if that count is every batch: a Redis restarted empty (or failed over
+        to a replica that missed writes) between two batches, or before the marker, loses the
+        count with the data, and the run fails (``StoreUnavailable``, kind "reset") instead of
+        marking a half-seeded store. An interrupted seed is simply run again. Versions are
+        INCRed, never reset, so (user, version) cache keys can't be reused."""
         validate_histories(histories)
+        run = f"{self.prefix}seeding:{uuid.uuid4().hex}"
         bulk = self.link.bulk_client(SEED_TIMEOUT_S)
         client = bulk or self.client
         try:
             users = iter(histories.items())
+            batches = 0
             while batch := list(islice(users, SEED_BATCH_USERS)):
-                await self.link.call("seed", lambda b=batch: self._seed_batch(client, b),
-                                     timeout_s=SEED_TIMEOUT_S)
-            await self.link.call("seed", lambda: self.client.set(self._marker(marker), "1"))
+                batches += 1
+                count = await self.link.call(
+                    "seed", lambda b=batch: self._seed_batch(client, run, b),
+                    timeout_s=SEED_TIMEOUT_S)
+                if count != batches:
+                    raise StoreUnavailable("seed", "reset", f"batch {batches} of the run found "
+                                           f"{count - 1} before it", self.link.breaker)
+            sealed = await self.link.call(
+                "seed", lambda: self._seal(keys=[run, self._marker(marker)], args=[batches]))
+            if sealed != 1:
+                raise StoreUnavailable("seed", "reset", "batches lost before the marker",
+                                       self.link.breaker)
         finally:
             if bulk is not None:
                 await bulk.aclose()
         self._markers_seen.add(marker)
 
-    async def _seed_batch(self, client: aioredis.Redis, batch: list[tuple[str, Any]]) -> None:
+    async def _seed_batch(self, client: aioredis.Redis, run: str,
+                          batch: list[tuple[str, Any]]) -> int:
+        """One transaction: the run's batch count (-> its new value), then the users."""
         async with client.pipeline(transaction=True) as pipe:
+            pipe.incr(run)
+            pipe.pexpire(run, SEED_RUN_TTL_MS)
             for user_id, seq in batch:
                 history = list(seq)  # any Sequence; slicing a list is well defined
                 hist, seen = self._hist(user_id), self._seen(user_id)
@@ -243,7 +267,7 @@ class RedisStore:
                 if history:
                     pipe.sadd(seen, *{it.item_id for it in history})
                 pipe.incr(self._ver(user_id))
-            await pipe.execute()
+            return int((await pipe.execute())[0])
 
     # -- reads --------------------------------------------------------------------------------
     async def get_history(self, user_id: str, limit: int) -> list[Interaction]:
@@ -286,11 +310,12 @@ class RedisStore:
             return False
 
     async def health(self) -> dict[str, Any]:
-        """``{"ok", "backend", "breaker", "last_error", "last_error_at", "resets"}``: ok is a
-        PING answered within the timeout (never raises; fails fast while the circuit is
-        open)."""
+        """``{"ok", "backend", "breaker", "last_error", "last_error_at", "resets",
+        "seeding"}``: ok is a PING answered within the timeout (never raises; fails fast while
+        the circuit is open); seeding is the ``SeedLog`` state (None: never asked)."""
         ok = await self.ping()
-        return {"ok": ok, "backend": "redis", **self.link.health(), "resets": self.resets}
+        return {"ok": ok, "backend": "redis", **self.link.health(), "resets": self.resets,
+                "seeding": self.seeding.state}
 
     async def close(self) -> None:
         if self.owns_link:

@@ -29,3 +29,11 @@ RESOLVE = """
 redis.call('SET', KEYS[1], 'aborted', 'NX', 'PX', ARGV[1])
 return redis.call('GET', KEYS[1])
 """
+# Marks a seed run done only if all its batches are still there. KEYS: the run's batch count,
+# the seed marker. ARGV: batches sent. -> 1 marked; 0 the count differs (Redis lost some).
+SEAL = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], '1')
+redis.call('DEL', KEYS[1])
+return 1
+"""
