@@ -27,8 +27,8 @@ async def _describe(experiment: Experiment, exposures: ExposureLog,
                     revision: int) -> ExperimentOut:
     try:
         counts = await exposures.counters()
-    except StoreUnavailable:
-        raise StoreUnavailableError() from None
+    except StoreUnavailable as exc:
+        raise StoreUnavailableError.of(exc) from None
     arms = []
     for arm in experiment.arms:
         c = counts.get(arm.name, {})
@@ -60,8 +60,8 @@ async def put_shares(body: SharesIn, state: StateDep, exposures: ExposuresDep,
         unknown = [name for name in body.shares if name not in current.arm_names]
         loc = ["body", "shares", unknown[0]] if unknown else ["body", "shares"]
         raise InvalidFieldError(loc, str(exc)) from None
-    except StoreUnavailable:
-        raise StoreUnavailableError() from None
+    except StoreUnavailable as exc:
+        raise StoreUnavailableError.of(exc) from None
     except ConflictError:
         raise ShareConflictError() from None
     return await _describe(updated, exposures, sync.revision)
