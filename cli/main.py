@@ -194,10 +194,13 @@ def serve(
     from service.app import create_app
     from service.config import Settings
 
-    out = artifacts or _default_artifacts(dataset)
     try:
         # Validated before any build, so a bad --port or GENREC_* variable fails in seconds.
-        settings = Settings(dataset=dataset, artifacts_dir=out, host=host, port=port)
+        settings = Settings(dataset=dataset, host=host, port=port)
+        # --artifacts, else GENREC_ARTIFACTS_DIR, else artifacts/<dataset>.
+        out = artifacts or (settings.artifacts_dir if "artifacts_dir" in
+                            settings.model_fields_set else _default_artifacts(dataset))
+        settings = settings.model_copy(update={"artifacts_dir": out})
     except ValueError as exc:  # pydantic's ValidationError names the field
         _fail(exc)
     trainer = None

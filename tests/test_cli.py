@@ -177,6 +177,15 @@ def test_serve_no_build_without_artifacts_fails_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_server")
+def test_serve_reads_genrec_artifacts_dir(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --artifacts, GENREC_ARTIFACTS_DIR names what is served (here: nothing)."""
+    monkeypatch.setenv("GENREC_ARTIFACTS_DIR", str(tmp_path / "from-env"))
+    out = clean_failure(invoke("serve", "--no-build"))
+    assert str(tmp_path / "from-env") in out
+
+
+@pytest.mark.usefixtures("no_server")
 def test_serve_bad_port_fails_cleanly(tmp_path: Path) -> None:
     out = clean_failure(invoke("serve", "--no-build", "--artifacts", tmp_path,
                                "--port", "70000"))
