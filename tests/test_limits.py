@@ -8,12 +8,9 @@ import contextlib
 import http.client
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +18,7 @@ import pytest
 
 from service.config import Settings
 from service.middleware import BodyLimitMiddleware
-from tests.helpers import running
+from tests.helpers import running, uvicorn_app
 
 # --- The body limit, unit level: BodyLimitMiddleware on a stub app ------------------------
 
@@ -188,38 +185,12 @@ async def test_openapi_declares_the_error_responses(app_client: Any) -> None:
 HEALTHZ_BOUND_S = 0.100  # the issue's bound; measured worst ~60 ms on a busy 2-core box
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """uvicorn serving the app in a subprocess (its own event loop and GIL, as in
-    production); no artifacts, so nothing loads in the background while we measure."""
-    port, missing = _free_port(), tmp_path_factory.mktemp("none") / "missing"
-    code = ("import uvicorn\nfrom service.app import create_app\n"
-            "from service.config import Settings\n"
-            f"uvicorn.run(create_app(Settings(artifacts_dir={str(missing)!r}, "
-            f"admin_token='tok')), host='127.0.0.1', port={port}, log_level='error')\n")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, "uvicorn exited"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "uvicorn did not start"
-                time.sleep(0.2)
+    """No artifacts, so nothing loads in the background while we measure."""
+    missing = tmp_path_factory.mktemp("none") / "missing"
+    with uvicorn_app(f"artifacts_dir={str(missing)!r}, admin_token='tok'") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _post(port: int, path: str, body: bytes, chunked: bool = False) -> tuple[int, bytes, float]:

@@ -8,7 +8,6 @@ import math
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from loadtest.runner import Record, Runner  # noqa: E402
 from loadtest.schedule import Step, arrivals, parse_steps  # noqa: E402
 from loadtest.server import parse_metrics, proc_tree_sample  # noqa: E402
 from loadtest.traffic import Mix, Traffic  # noqa: E402
+from tests.helpers import uvicorn_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,38 +244,18 @@ def test_check_host() -> None:
 
 # --- against genrec over a real socket -------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="module")
 def genrec_server(tiny_artifacts: Path) -> Iterator[str]:
-    port = _free_port()
-    code = ("import uvicorn\nfrom service.app import create_app\n"
-            "from service.config import Settings\n"
-            f"uvicorn.run(create_app(Settings(artifacts_dir={str(tiny_artifacts)!r}, "
-            "admin_token='tok')), host='127.0.0.1', port=" + str(port) + ", "
-            "log_level='error')\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, "uvicorn exited"
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "genrec did not become ready"
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with uvicorn_app(f"artifacts_dir={str(tiny_artifacts)!r}, admin_token='tok'",
+                     ready=_ready) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_cli_run_against_genrec_moves_ctr(genrec_server: str, tmp_path: Path) -> None:
