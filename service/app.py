@@ -17,7 +17,7 @@ from service.experiment_sync import ExperimentSync
 from service.experiments import load_experiment
 from service.exposures import close_exposure_log, create_exposure_log
 from service.loader import load_into
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.routers import ROUTERS
 from service.state import AppState
 from service.stores.factory import create_link, create_store
@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The body limit sits inside the metrics (the last added is the outermost), so its 413s are
     # counted; it refuses an oversized body before any route reads it (service/middleware.py).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Backpressure outside the body limit: a request turned away is never read.
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_inflight)
     app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
         app.include_router(router)

@@ -52,6 +52,10 @@ class Settings(BaseSettings, EngineSettings):
 
     # Input limits: request bodies above max_body_bytes get 413 before they are parsed.
     max_body_bytes: int = Field(1_000_000, ge=1_024, le=1_000_000_000)
+    # Backpressure: at most max_inflight model requests (/recommend, /recall, /rank) are in
+    # the process at once; one more is answered 503 + Retry-After at once, before its body is
+    # read, instead of queueing behind work its client may have given up on.
+    max_inflight: int = Field(64, ge=1, le=100_000)
 
     # Model lifecycle: the `current` pointer of artifacts_dir is polled every reload_poll_s
     # (0 turns the watch off; POST /admin/models/reload still works); smoke_users known users

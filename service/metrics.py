@@ -124,6 +124,10 @@ SERVING_VERSION = Gauge(
 )
 
 # Degradation and the store.
+OVERLOAD_REJECTIONS = Counter(
+    "genrec_overload_rejections_total", "Model requests answered 503 at once because "
+    "max_inflight were already in the process (backpressure)", ["endpoint"],
+)
 DEGRADED = Counter(
     "genrec_degraded_responses_total", "Answers served without a part they normally use, by "
     "reason (store: Redis unreachable; models: a path's models not live yet)", ["reason"],

@@ -1,6 +1,7 @@
 """Pure ASGI middlewares (cheaper than BaseHTTPMiddleware, which wraps every response in a
 stream): per-request metrics, labelled by the matched route template (never the raw path, so
-/users/{user_id}/history stays one series), and the request-body limits."""
+/users/{user_id}/history stays one series), backpressure on the model endpoints, and the
+request-body limits."""
 
 from __future__ import annotations
 
@@ -39,6 +40,37 @@ class MetricsMiddleware:
             endpoint = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(endpoint, str(status)).inc()
             metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+# The endpoints that run models: what backpressure admits (health, metrics, events and the
+# admin API are cheap and always answered).
+MODEL_PATHS = frozenset({"/recommend", "/recall", "/rank"})
+
+
+class AdmissionMiddleware:
+    """At most ``limit`` model requests in the process at once; one more gets 503 with
+    ``Retry-After: 1`` before its body is read, and is counted. Past capacity the answers
+    then stay fast and the admitted ones keep their latency, instead of every request
+    waiting behind a queue whose clients have timed out (goodput falling below capacity)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit, self.inflight = app, limit, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in MODEL_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            metrics.OVERLOAD_REJECTIONS.labels(path).inc()
+            await _reject(send, 503, "overloaded", "the service is at capacity; retry shortly",
+                          loc=[], retry_after=1)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
 
 
 class BodyLimitMiddleware:
@@ -126,10 +158,14 @@ def _parsed_as_json(scope: Scope) -> bool:
     return True
 
 
-async def _reject(send: Send, status: int, kind: str, msg: str, close: bool = False) -> None:
-    body = orjson.dumps({"detail": [{"loc": ["body"], "msg": msg, "type": kind}]})
+async def _reject(send: Send, status: int, kind: str, msg: str, close: bool = False,
+                  loc: list[str] | None = None, retry_after: int | None = None) -> None:
+    body = orjson.dumps({"detail": [{"loc": ["body"] if loc is None else loc, "msg": msg,
+                                     "type": kind}]})
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     if close:  # the rest of an oversized body is never read: the connection can't be reused
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -46,7 +46,8 @@ DESCRIPTIONS = {
     "409": "Conflict with the current state (admin changes: retry, or nothing to switch to)",
     "413": "Body larger than GENREC_MAX_BODY_BYTES",
     "422": "Validation error, naming the field",
-    "503": "Not ready (artifacts loading) or the store is unreachable; retry (Retry-After)",
+    "503": "Not ready (artifacts loading), the store is unreachable, or the service is at "
+           "capacity (backpressure); retry (Retry-After)",
 }
 # Routes that never answer 503 (no models, no store behind them); /readyz's 503 is its own.
 NEVER_UNAVAILABLE = {"/healthz", "/metrics", "/readyz"}
