@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watcher
+            state.compute.close()
             await close_exposure_log(exposures)
             await store.close()
             if link is not None:

@@ -56,6 +56,9 @@ class Settings(BaseSettings, EngineSettings):
     # the process at once; one more is answered 503 + Retry-After at once, before its body is
     # read, instead of queueing behind work its client may have given up on.
     max_inflight: int = Field(64, ge=1, le=100_000)
+    # Model calls run on one compute thread in arrival order (service/compute.py); a call
+    # still queued compute_deadline_ms after its request started is dropped and answered 503.
+    compute_deadline_ms: float = Field(2_000.0, gt=0, le=600_000, allow_inf_nan=False)
 
     # Model lifecycle: the `current` pointer of artifacts_dir is polled every reload_poll_s
     # (0 turns the watch off; POST /admin/models/reload still works); smoke_users known users

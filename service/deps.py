@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.engine.core.runtime import Runtime
 from models.engine.factory import Components
+from service.compute import ComputeLane
 from service.config import Settings
 from service.errors import ForbiddenError, UnauthorizedError
 from service.experiments import Experiment
@@ -74,7 +75,12 @@ def require_admin(
         raise ForbiddenError("wrong admin token")
 
 
+def get_compute(request: Request) -> ComputeLane:
+    return get_state(request).compute
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
+ComputeDep = Annotated[ComputeLane, Depends(get_compute)]
 StoreDep = Annotated[UserStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServingDep = Annotated[Serving, Depends(get_serving)]

@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from service import openapi
+from service import metrics, openapi
+from service.compute import DeadlinePassed
 from service.stores.breaker import StoreUnavailable
 
 # A 422 echoes each rejected ``input``, clipped to this: never the whole body back.
@@ -103,6 +104,18 @@ class NoArtifactsError(DomainError):
 
     status_code = 409
     kind = "no_artifacts"
+
+
+class OverloadedError(DomainError):
+    """A model request the service will not compute: past the in-process limit, or still
+    queued for the compute lane when its deadline passed."""
+
+    status_code = 503
+    kind = "overloaded"
+    headers = {"Retry-After": "1"}
+
+    def __init__(self) -> None:
+        super().__init__([], "the service is at capacity; retry shortly")
 
 
 class StoreUnavailableError(DomainError):
@@ -236,6 +249,11 @@ def install(app: FastAPI) -> None:
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         # A Redis outage is a retryable 503, not a 500 (the message never echoes the URL).
         return await _domain(request, StoreUnavailableError.of(exc))
+
+    @app.exception_handler(DeadlinePassed)
+    async def _too_late(request: Request, exc: DeadlinePassed) -> JSONResponse:
+        metrics.OVERLOAD_REJECTIONS.labels(request.url.path).inc()  # model paths only
+        return await _domain(request, OverloadedError())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

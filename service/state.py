@@ -18,6 +18,7 @@ from models.engine.core.runtime import Runtime
 from models.engine.factory import Components
 from models.registry import COMPONENTS
 from service import metrics
+from service.compute import ComputeLane
 from service.config import Settings
 from service.errors import NotReadyError
 from service.experiments import Experiment
@@ -95,8 +96,11 @@ class AppState:
     # Why nothing serves (start-up failed: every version was rejected or none exists).
     load_error: str | None = None
     models: ModelStatus = field(default_factory=ModelStatus)
+    # Where every model call runs (one thread, off the event loop); made from the settings.
+    compute: ComputeLane = field(init=False)
 
     def __post_init__(self) -> None:
+        self.compute = ComputeLane(self.settings.compute_deadline_ms / 1e3)
         self.set_experiment(self.experiment)
 
     # Views of the current snapshot, for callers that predate it. A request handler takes one

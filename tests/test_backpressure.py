@@ -89,3 +89,69 @@ def test_the_app_wires_the_configured_limit(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("GENREC_MAX_INFLIGHT", "0")
     with pytest.raises(ValueError, match="max_inflight"):
         Settings()
+
+
+# --- the compute lane -------------------------------------------------------------------------
+
+async def test_lane_runs_calls_in_order_on_one_thread_off_the_loop() -> None:
+    import threading
+    import time
+
+    from service.compute import ComputeLane
+
+    lane = ComputeLane(deadline_s=10.0)
+    seen: list[tuple[int, str]] = []
+
+    def work(i: int) -> int:
+        time.sleep(0.05)  # a forward pass; the loop must keep running meanwhile
+        seen.append((i, threading.current_thread().name))
+        return i * i
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    now = time.perf_counter()
+    results = await asyncio.gather(*(lane.run(now, work, i) for i in range(4)))
+    t.cancel()
+    assert results == [0, 1, 4, 9]
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    assert {name for _, name in seen} == {seen[0][1]} and seen[0][1].startswith("genrec-compute")
+    assert seen[0][1] != threading.current_thread().name
+    assert ticks >= 10  # ~200 ms of work: the loop ticked all along
+    lane.close()
+
+
+async def test_a_call_queued_past_its_deadline_is_dropped_unrun() -> None:
+    import time
+
+    from service.compute import ComputeLane, DeadlinePassed
+
+    lane = ComputeLane(deadline_s=0.05)
+    ran: list[str] = []
+    blocker = lane.run(time.perf_counter(), time.sleep, 0.2)  # holds the lane for 200 ms
+    late = lane.run(time.perf_counter(), ran.append, "late")
+    done = await asyncio.gather(blocker, late, return_exceptions=True)
+    assert done[0] is None and isinstance(done[1], DeadlinePassed)
+    assert ran == []
+    assert await lane.run(time.perf_counter(), ran.append, "fresh") is None
+    assert ran == ["fresh"]
+    lane.close()
+
+
+async def test_recommend_past_its_deadline_is_a_503(tiny_artifacts) -> None:
+    from tests.helpers import running
+
+    settings = Settings(artifacts_dir=tiny_artifacts, compute_deadline_ms=0.001)
+    async with running(settings) as client:
+        before = rejections("/recommend")
+        r = await client.post("/recommend", json={"user_id": "1", "k": 5})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["detail"][0]["type"] == "overloaded"
+        assert rejections("/recommend") == before + 1
+        assert (await client.get("/healthz")).status_code == 200

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from service import metrics
 from service.deps import (
     ComponentsDep,
+    ComputeDep,
     ExperimentDep,
     ExposuresDep,
     RuntimeDep,
@@ -37,6 +38,7 @@ async def recommend(
     serving: ServingDep,
     experiment: ExperimentDep,
     exposures: ExposuresDep,
+    compute: ComputeDep,
 ) -> RecommendResponse:
     t0 = time.perf_counter()
     # Sticky hash of (salt, user_id), or the first arm serving a forced path (422 if none).
@@ -44,10 +46,12 @@ async def recommend(
     ctx, degraded = await load_context(
         rt, store, req.user_id, req.history, req.exclude_item_ids, limit=rt.max_history
     )
-    # Model compute is a few ms of CPU; running it inline avoids a thread hop per request.
-    # The loader checked every arm's path and params against this request's version (one
-    # snapshot: runtime, components and params), so both lookups succeed.
-    result = comp.pipelines[arm.path].run(ctx, req.k, serving.arm_params[arm.name])
+    # On the compute lane, off the event loop (service/compute.py); 503 if it waited there
+    # past its deadline. The loader checked every arm's path and params against this
+    # request's version (one snapshot: runtime, components and params), so both lookups
+    # succeed.
+    result = await compute.run(t0, comp.pipelines[arm.path].run, ctx, req.k,
+                               serving.arm_params[arm.name])
     for st in result.stages:
         metrics.STAGE_LATENCY.labels(result.path, st.name).observe(st.ms / 1e3)
         metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)

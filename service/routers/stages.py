@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from service import metrics
-from service.deps import ComponentsDep, RuntimeDep, StoreDep
+from service.deps import ComponentsDep, ComputeDep, RuntimeDep, StoreDep
 from service.errors import InvalidFieldError
 from service.schemas import (
     RankRequest,
@@ -38,25 +38,27 @@ def _scored(rt, ids: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
 
 @router.post("/recall", response_model=RecallResponse)
 async def recall(
-    req: RecallRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep
+    req: RecallRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep,
+    compute: ComputeDep,
 ) -> RecallResponse:
     t0 = time.perf_counter()
     ctx, degraded = await load_context(rt, store, req.user_id, req.history,
                                        req.exclude_item_ids, limit=rt.max_history)
-    ids, scores = comp.recall[req.method].recall(ctx, req.k)
+    ids, scores = await compute.run(t0, comp.recall[req.method].recall, ctx, req.k)
     return RecallResponse(method=req.method, items=_scored(rt, ids, scores), ms=_ms(t0),
                           degraded=degraded)
 
 
 @router.post("/rank", response_model=RankResponse)
 async def rank(
-    req: RankRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep
+    req: RankRequest, rt: RuntimeDep, comp: ComponentsDep, store: StoreDep,
+    compute: ComputeDep,
 ) -> RankResponse:
     t0 = time.perf_counter()
     items = np.asarray(resolve_items(rt, req.item_ids, "item_ids"), dtype=np.int64)
     ctx, degraded = await load_context(rt, store, req.user_id, req.history,
                                        limit=rt.max_history)
-    scores = comp.rankers[req.model].score(ctx, items)
+    scores = await compute.run(t0, comp.rankers[req.model].score, ctx, items)
     metrics.record_hstu_cache(comp)  # M-FALCON hits/misses (model hstu_ranker)
     order = np.argsort(-scores, kind="stable")
     return RankResponse(model=req.model, items=_scored(rt, items[order], scores[order]),
