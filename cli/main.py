@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from loadtest.main import loadtest
 from models.artifacts.versions import DEFAULT_KEEP
 from models.registry import COMPONENTS, PATHS, RECALL, names
 from service.config import REPO_ROOT
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="genrec: train, evaluate and serve recommendation models.")
@@ -183,6 +186,10 @@ def serve(
     build_missing: Annotated[bool, typer.Option(
         "--build/--no-build", help="train missing artifacts in a background process while "
                                    "serving what is ready")] = True,
+    workers: Annotated[int, typer.Option(
+        min=1, help="worker processes (each with its own compute thread); more than one "
+                    "needs GENREC_REDIS_URL (the store and the experiment must be shared)")
+    ] = 1,
 ) -> None:
     """Serve the API (embedded store unless GENREC_REDIS_URL is set). Without complete
     artifacts, a `genrec build --progressive` runs in its own process: the service answers as
@@ -203,6 +210,9 @@ def serve(
         settings = settings.model_copy(update={"artifacts_dir": out})
     except ValueError as exc:  # pydantic's ValidationError names the field
         _fail(exc)
+    if workers > 1 and settings.redis_url is None:
+        _fail(ValueError("--workers > 1 needs GENREC_REDIS_URL: each worker would otherwise "
+                         "keep its own embedded store and experiment counts"))
     trainer = None
     if not artifacts_complete(out):
         if not build_missing:
@@ -210,10 +220,38 @@ def serve(
         trainer = _start_progressive_build(dataset, out)
         _stop_on_signal(trainer)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+        if workers > 1:
+            _run_workers(settings, workers)
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port,
+                        log_level=settings.log_level)
     finally:
         if trainer is not None and trainer.poll() is None:
             trainer.terminate()  # a stopped service stops its build too
+
+
+def _run_workers(settings: Settings, workers: int) -> None:
+    """uvicorn with ``workers`` processes: each builds the app from the environment (the
+    settings resolved here are exported as GENREC_* first), and prometheus-client's
+    multiprocess mode merges their metrics (a fresh PROMETHEUS_MULTIPROC_DIR, or the one
+    given, emptied: files of an earlier run would be summed in)."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from service.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for f in Path(given).glob("*.db"):
+            f.unlink()
+    else:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="genrec-metrics-")
+    os.environ.update({"GENREC_ARTIFACTS_DIR": str(settings.artifacts_dir),
+                       "GENREC_DATASET": settings.dataset})
+    uvicorn.run("service.app:create_app", factory=True, workers=workers, host=settings.host,
+                port=settings.port, log_level=settings.log_level)
 
 
 def _stop_on_signal(trainer: subprocess.Popen[bytes]) -> None:

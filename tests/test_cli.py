@@ -190,3 +190,61 @@ def test_serve_bad_port_fails_cleanly(tmp_path: Path) -> None:
     out = clean_failure(invoke("serve", "--no-build", "--artifacts", tmp_path,
                                "--port", "70000"))
     assert "port" in out
+
+
+@pytest.mark.usefixtures("no_server")
+def test_serve_workers_need_redis(tiny_artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GENREC_REDIS_URL", raising=False)
+    out = clean_failure(invoke("serve", "--no-build", "--artifacts", tiny_artifacts,
+                               "--workers", "2"))
+    assert "GENREC_REDIS_URL" in out
+
+
+def test_serve_workers_share_redis_and_one_metrics_view(tiny_artifacts: Path, redis_url: str,
+                                                         key_prefix: str,
+                                                         tmp_path: Path) -> None:
+    """`genrec serve --workers 2`: two worker processes answer, and one scrape counts every
+    request whichever worker served it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.helpers import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "GENREC_REDIS_URL": redis_url, "GENREC_REDIS_PREFIX": key_prefix,
+           "GENREC_LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--no-build",
+                             "--artifacts", str(tiny_artifacts), "--workers", "2",
+                             "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # A new connection per request, so the kernel spreads them over the workers; ready
+        # once 10 such requests in a row found a version serving (both workers loaded).
+        deadline, streak = time.monotonic() + 180, 0
+        while streak < 10:
+            assert proc.poll() is None, "genrec serve exited"
+            assert time.monotonic() < deadline, "not ready"
+            try:
+                ok = httpx.get(url + "/readyz", timeout=10).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            streak = streak + 1 if ok else 0
+            time.sleep(0.1 if ok else 0.3)
+        codes = [httpx.post(url + "/recommend", json={"user_id": "1", "k": 5},
+                            timeout=10).status_code for _ in range(12)]
+        text = httpx.get(url + "/metrics", timeout=10).text
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert codes == [200] * 12
+    assert len(kids) >= 2  # the workers (uvicorn may add a helper process)
+    served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("genrec_requests_total{")
+                 and 'endpoint="/recommend"' in line and 'status="200"' in line)
+    assert served == 12
