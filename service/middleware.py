@@ -45,6 +45,8 @@ class MetricsMiddleware:
 # The endpoints that run models: what backpressure admits (health, metrics, events and the
 # admin API are cheap and always answered).
 MODEL_PATHS = frozenset({"/recommend", "/recall", "/rank"})
+for _path in sorted(MODEL_PATHS):  # series at 0 from the start (a dashboard shows 0)
+    metrics.OVERLOAD_REJECTIONS.labels(_path)
 
 
 class AdmissionMiddleware:
