@@ -107,15 +107,15 @@ async def load_into(state: AppState) -> None:
     # unavailable it still loads, and the store watch seeds once Redis answers.
     if s.seed_store:
         state.models.seed = functools.partial(seed_store, state)
+    # Everything alive now (torch, numpy, the web stack: ~190k objects) lives as long as the
+    # process: out of the cyclic GC's sight, a full collection no longer walks it on the event
+    # loop (~50 ms). Frozen before any version loads, so every version stays collectable.
+    gc.freeze()
     try:
         await start(state)
     except Exception as exc:  # surfaced through /readyz rather than crashing the server
         log.exception("loading artifacts failed")
         state.load_error = f"{type(exc).__name__}: {exc}"
-    # Everything alive now (torch, numpy, the web stack: ~190k objects) lives as long as the
-    # process: out of the cyclic GC's sight, a full collection no longer stalls the event
-    # loop for ~50 ms (a reload's allocations trigger one). Later versions stay collectable.
-    gc.freeze()
     await watch(state)
 
 

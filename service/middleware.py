@@ -11,6 +11,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.errors import OverloadedError
 
 # The largest valid body (1,000 events or items) has about 1,000 arrays and objects.
 MAX_JSON_CONTAINERS = 20_000
@@ -65,8 +66,14 @@ class AdmissionMiddleware:
             return
         if self.inflight >= self.limit:
             metrics.OVERLOAD_REJECTIONS.labels(path).inc()
-            await _reject(send, 503, "overloaded", "the service is at capacity; retry shortly",
-                          loc=[], retry_after=1)
+            exc = OverloadedError()  # the one definition of this answer (service/errors.py)
+            body = orjson.dumps(exc.body())
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode()),
+                       *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
+            await send({"type": "http.response.start", "status": exc.status_code,
+                        "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         self.inflight += 1
         try:
@@ -160,14 +167,10 @@ def _parsed_as_json(scope: Scope) -> bool:
     return True
 
 
-async def _reject(send: Send, status: int, kind: str, msg: str, close: bool = False,
-                  loc: list[str] | None = None, retry_after: int | None = None) -> None:
-    body = orjson.dumps({"detail": [{"loc": ["body"] if loc is None else loc, "msg": msg,
-                                     "type": kind}]})
+async def _reject(send: Send, status: int, kind: str, msg: str, close: bool = False) -> None:
+    body = orjson.dumps({"detail": [{"loc": ["body"], "msg": msg, "type": kind}]})
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
     if close:  # the rest of an oversized body is never read: the connection can't be reused
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
