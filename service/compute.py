@@ -1,5 +1,5 @@
-"""The compute lane: every model call of a request runs on one worker thread, in arrival
-order, never on the event loop.
+"""The compute lane: every model call of a request runs on one worker thread, never on the
+event loop, and the pipeline runs of concurrent requests run together as one micro-batch.
 
 Why one thread: the event loop stays free for /healthz, /metrics and Redis I/O while a
 forward pass runs (torch releases the GIL inside its kernels, and the loop gets the GIL back
@@ -7,18 +7,35 @@ at least every switch interval), and model calls never run concurrently, so the 
 per-user caches (M-FALCON) need no locks. More compute per replica comes from more worker
 processes, not threads (one GIL).
 
-A call still queued when its request's deadline (``compute_deadline_ms`` after the request
-started) has passed is dropped before its model work starts and answered 503: its client has
-most likely given up, and computing it would only delay the requests behind it.
+Micro-batching: when the thread takes a call, it also takes every call already queued, and
+waits up to ``batch_wait_s`` for more, up to ``batch_max`` calls. Their pipeline runs go to
+``models.engine.core.batch.run_batch`` (one model pass per stage for all of them, each
+result the unbatched one); other calls (/recall, /rank) run one by one, in arrival order.
+Under load the queue fills while a batch computes, so batches form without any wait; the
+wait only buys bigger batches at moderate load, for latency.
+
+A call still queued when its request's deadline (``deadline_s`` after the request started)
+has passed is dropped before its model work starts and answered 503 (``DeadlinePassed``): its
+client has most likely given up, and computing it would only delay the calls behind it. A
+call whose request was cancelled (the client went away) is dropped too.
+
+Hand-written rather than a ThreadPoolExecutor: an executor hands its thread one job at a
+time, and a batch needs every queued job at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from models.engine.core.batch import Call, run_batch
+from models.engine.core.pipeline import PipelineResult
+from service import metrics
 
 T = TypeVar("T")
 
@@ -27,24 +44,112 @@ class DeadlinePassed(Exception):
     """The call waited in the lane past its request's deadline; it was not run."""
 
 
+@dataclass
+class _Job:
+    work: Call | tuple[Callable[..., Any], tuple]  # a pipeline run, or fn and its args
+    deadline: float  # time.perf_counter() after which it is not started
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Hands the outcome to the waiting request, on its loop (thread-safe)."""
+        def put() -> None:
+            if self.future.done():  # cancelled meanwhile
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+        self.loop.call_soon_threadsafe(put)
+
+
 class ComputeLane:
-    def __init__(self, deadline_s: float) -> None:
+    def __init__(self, deadline_s: float, batch_max: int = 16, batch_wait_s: float = 0.0,
+                 ) -> None:
         self.deadline_s = deadline_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrec-compute")
+        self.batch_max = batch_max
+        self.batch_wait_s = batch_wait_s
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="genrec-compute", daemon=True)
+        self._thread.start()
 
     async def run(self, started: float, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on the lane's thread; ``started`` = the request's
         ``time.perf_counter()`` at its start. Raises ``DeadlinePassed`` instead of running a
-        call that is already too late. A cancelled request's call that has not started is
-        dropped (the executor's future is cancelled with it)."""
-        deadline = started + self.deadline_s
+        call that is already too late."""
+        return await self._submit(started, (fn, args))
 
-        def job() -> T:
-            if time.perf_counter() > deadline:
-                raise DeadlinePassed
-            return fn(*args)
+    async def run_pipeline(self, started: float, call: Call) -> PipelineResult:
+        """``call``'s pipeline run, batched with the other queued ones."""
+        return await self._submit(started, call)
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+    async def _submit(self, started: float, work: Call | tuple) -> Any:
+        loop = asyncio.get_running_loop()
+        job = _Job(work, started + self.deadline_s, loop.create_future(), loop)
+        self._queue.put(job)
+        return await job.future
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._queue.put(None)
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._collect(first)
+            self._run(batch)
+            if stop:
+                return
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """``first`` + every queued job, waiting up to ``batch_wait_s`` for more, at most
+        ``batch_max`` -> (jobs, whether close() was called)."""
+        batch, until = [first], time.perf_counter() + self.batch_wait_s
+        while len(batch) < self.batch_max:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                left = until - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    job = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _run(self, batch: list[_Job]) -> None:
+        """Plain jobs one by one in order, then the pipeline runs as one batch; each job's
+        deadline is checked just before its own work starts."""
+        calls: list[_Job] = []
+        for job in batch:
+            if isinstance(job.work, Call):
+                calls.append(job)
+            elif self._still_wanted(job):
+                fn, args = job.work
+                try:
+                    job.settle(fn(*args))
+                except Exception as exc:  # noqa: BLE001 - the request's handler maps it
+                    job.settle(error=exc)
+        calls = [job for job in calls if self._still_wanted(job)]
+        if calls:
+            metrics.COMPUTE_BATCH.observe(len(calls))
+            for job, result in zip(calls, run_batch([j.work for j in calls]), strict=True):
+                if isinstance(result, Exception):
+                    job.settle(error=result)
+                else:
+                    job.settle(result)
+
+    @staticmethod
+    def _still_wanted(job: _Job) -> bool:
+        """False (answered where someone waits) for a job past its deadline or cancelled."""
+        if job.future.cancelled():  # its request is gone: nobody waits for the answer
+            return False
+        if time.perf_counter() > job.deadline:
+            job.settle(error=DeadlinePassed())
+            return False
+        return True

@@ -132,6 +132,10 @@ DEGRADED = Counter(
     "genrec_degraded_responses_total", "Answers served without a part they normally use, by "
     "reason (store: Redis unreachable; models: a path's models not live yet)", ["reason"],
 )
+COMPUTE_BATCH = Histogram(
+    "genrec_compute_batch_size", "Pipeline runs computed together in one micro-batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 REDIS_LATENCY = Histogram(
     "genrec_redis_latency_seconds", "Redis call latency by operation", ["op"],
     buckets=_LATENCY_BUCKETS,

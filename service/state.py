@@ -100,7 +100,9 @@ class AppState:
     compute: ComputeLane = field(init=False)
 
     def __post_init__(self) -> None:
-        self.compute = ComputeLane(self.settings.compute_deadline_ms / 1e3)
+        s = self.settings
+        self.compute = ComputeLane(s.compute_deadline_ms / 1e3, batch_max=s.batch_max,
+                                   batch_wait_s=s.batch_wait_ms / 1e3)
         self.set_experiment(self.experiment)
 
     # Views of the current snapshot, for callers that predate it. A request handler takes one

@@ -18,11 +18,11 @@ from index.tdm_tree import beam_search, beam_search_batch
 from index.tdm_tree_build import build_tree
 from models.data import leave_one_out, load_dataset
 from models.engine.core.context import UserContext
+from models.engine.core.memo import RecallMemo
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
 from models.evaluate import batched
-from models.evaluate.memo import RecallMemo
 from models.evaluate.offline import eval_context, evaluate, list_functions, rank_in_list
 from tests.topk import score_tol
 

@@ -15,12 +15,12 @@ import torch
 
 from models.artifacts.manifest import write_json
 from models.build.job import BuildJob
+from models.engine.core.memo import RecallMemo
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
 from models.engine.rank.fusion import FusionPlan
 from models.evaluate.fusion_fit import collect, fit_plan
-from models.evaluate.memo import RecallMemo
 from models.evaluate.offline import eval_context
 from models.registry import PATH_SPECS, Component
 

@@ -25,16 +25,13 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 from rich.progress import Progress
 
 from models.engine.core.context import UserContext
+from models.engine.core.memo import RecallMemo
 from models.engine.factory import Components
-from models.engine.recall.sequential import SequentialRecall
-from models.evaluate import sequential
-from models.evaluate.memo import RecallMemo
 from models.evaluate.rank_metrics import MISS
 
 ContextFn = Callable[[int], UserContext]  # user -> the context its methods run on
@@ -51,11 +48,8 @@ def memos(comp: Components) -> dict[str, RecallMemo]:
     """A memo per deterministic recall source, each with its batched form where it has one."""
     out = {}
     for name, src in comp.recall.items():
-        if not getattr(src, "deterministic", True):
-            continue
-        batch = partial(sequential.recall_batch, src) if isinstance(src, SequentialRecall) \
-            else None
-        out[name] = RecallMemo(src, batch)
+        if getattr(src, "deterministic", True):
+            out[name] = RecallMemo(src)
     return out
 
 

@@ -29,6 +29,18 @@ def pad_histories(histories: list[np.ndarray], max_len: int, pad: int) -> torch.
     return torch.from_numpy(out)
 
 
+def pad_times(times: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """Timestamps aligned with ``pad_histories``' rows: (B, max_len) float64 seconds, the
+    tail of each right-aligned, 0 at padding."""
+    out = np.zeros((len(times), max_len), dtype=np.float64)
+    for row, t in enumerate(times):
+        tail = np.asarray(t, dtype=np.float64)[len(t) - max_len:] if len(t) > max_len \
+            else np.asarray(t, dtype=np.float64)
+        if max_len and len(tail):
+            out[row, max_len - len(tail):] = tail
+    return torch.from_numpy(out)
+
+
 @dataclass
 class ItemFeatureTables:
     """Item side features as dense tensors with a trailing padding row (index n_items)."""

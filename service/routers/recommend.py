@@ -10,6 +10,7 @@ import uuid
 
 from fastapi import APIRouter
 
+from models.engine.core.batch import Call
 from service import metrics
 from service.deps import (
     ComponentsDep,
@@ -46,12 +47,12 @@ async def recommend(
     ctx, degraded = await load_context(
         rt, store, req.user_id, req.history, req.exclude_item_ids, limit=rt.max_history
     )
-    # On the compute lane, off the event loop (service/compute.py); 503 if it waited there
-    # past its deadline. The loader checked every arm's path and params against this
-    # request's version (one snapshot: runtime, components and params), so both lookups
-    # succeed.
-    result = await compute.run(t0, comp.pipelines[arm.path].run, ctx, req.k,
-                               serving.arm_params[arm.name])
+    # On the compute lane, off the event loop, batched with the other requests queued there
+    # (service/compute.py); 503 if it waited there past its deadline. The loader checked
+    # every arm's path and params against this request's version (one snapshot: runtime,
+    # components and params), so both lookups succeed.
+    result = await compute.run_pipeline(t0, Call(comp.pipelines[arm.path], ctx, req.k,
+                                                 serving.arm_params[arm.name]))
     for st in result.stages:
         metrics.STAGE_LATENCY.labels(result.path, st.name).observe(st.ms / 1e3)
         metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)

@@ -15,6 +15,8 @@ import numpy as np
 
 from models.engine.core.context import UserContext
 
+Answer = tuple[np.ndarray, np.ndarray]  # (ids (<=k,) int64, scores (<=k,) float32), best first
+
 
 class RecallSource(Protocol):
     """A recall method (``models/engine/recall/``): ``k`` candidates for the context."""

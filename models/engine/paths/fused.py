@@ -14,6 +14,7 @@ the offline ablation measures each stage's gain.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,10 +54,27 @@ class FusedPath:
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def recall_args(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Extra args the arm's params give source ``name``'s recall (the generative path's
+        beam params to its generator); none here."""
+        return ()
+
     def recall_one(self, source: RecallSource, ctx: UserContext, quota: int,
                    params: Mapping[str, Any]) -> np.ndarray:
-        """One source's ranked ids; the generative path passes its beam params on."""
-        return source.recall(ctx, quota)[0]
+        """One source's ranked ids."""
+        return source.recall(ctx, quota, *self.recall_args(source.name, params))[0]
+
+    def will_rank(self, params: Mapping[str, Any]) -> bool:
+        """Whether a warm request with these params reaches the ranker."""
+        return (STAGE_DEPTH[params.get("last_stage", "rerank")] >= 1
+                and self.ranker is not None and self.plan.uses_ranker)
+
+    def with_parts(self, available: Mapping[str, RecallSource], ranker: Any) -> FusedPath:
+        """This path over other recall sources and ranker (the batch's memos): a shallow
+        copy, the original untouched."""
+        view = copy.copy(self)
+        view.available, view.ranker = dict(available), ranker
+        return view
 
     def quotas(self, params: Mapping[str, Any]) -> Sequence[tuple[str, int]]:
         """(source, quota) in priority order: the plan's, or an arm's own ``recall``."""
@@ -97,7 +115,7 @@ class FusedPath:
         stages.append(StageTiming("recall", "+".join(used), len(ids), clock.lap()))
 
         ranker_scores = None
-        if depth >= 1 and self.ranker is not None and self.plan.uses_ranker and len(ids):
+        if self.will_rank(p) and len(ids):
             ranker_scores = self.ranker.score(ctx, ids)
             stages.append(StageTiming("rank", self.ranker.name, len(ids), clock.lap()))
         scores = fuse(ids, lists, ranker_scores, self.plan.weights, self.plan.c)

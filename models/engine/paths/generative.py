@@ -9,10 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from models.engine.core.context import UserContext
-from models.engine.core.pipeline import RecallSource
 from models.engine.paths.fused import FusedPath
 from models.engine.paths.params import GenerativeParams, validate_params
 
@@ -32,9 +28,8 @@ class Generative(FusedPath):
         return [(name, n if name == GENERATOR and n else quota)
                 for name, quota in super().quotas(params)]
 
-    def recall_one(self, source: RecallSource, ctx: UserContext, quota: int,
-                   params: Mapping[str, Any]) -> np.ndarray:
-        if source.name == GENERATOR:  # SemanticIdRecall: the arm's beam params go to it
-            return source.recall(ctx, quota, params.get("beam_size"),  # type: ignore[call-arg]
-                                 params.get("temperature"))[0]
-        return source.recall(ctx, quota)[0]
+    def recall_args(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The arm's beam params go to the generator (``SemanticIdRecall.recall``)."""
+        if name == GENERATOR:
+            return params.get("beam_size"), params.get("temperature")
+        return ()

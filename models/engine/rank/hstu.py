@@ -11,8 +11,15 @@ Time: history timestamps are passed whenever the context has them, and the candi
 last history timestamp (no query time), exactly as in training (``models/train/hstu_ranker.py``). A
 model trained without timestamps has an all-zero time bias, so passing them changes nothing.
 
-Threading: the service calls ``score`` from its event loop thread, one call at a time; the store
-takes no locks.
+Several requests at once (``score_batch``, the service's micro-batches): each user's cache is
+found or built as for one request, then the caches are stacked, right-padded to the longest
+history with zero keys that the valid-key mask removes (the biases were computed per user,
+so where a key sits in the padded row changes nothing), and every user's candidates go
+through the layers in one pass per microbatch. Same scores as one user at a time, up to float
+summation order.
+
+Threading: the service calls ``score`` and ``score_batch`` from its one compute thread, one
+call at a time; the store takes no locks.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from cachetools import TTLCache
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
-from models.nets.hstu_ranker import HSTUCache, HSTURanker
+from models.nets.hstu_ranker import HSTUCache, HSTURanker, LayerCache, attend_candidates
 
 
 class HSTUCacheStore:
@@ -134,6 +141,59 @@ class HSTURankStage:
             out = self.model.score_with_cache(cache, ids, self.microbatch)  # (C,)
         return out.numpy().astype(np.float32)
 
+
+    def score_batch(self, contexts: list[UserContext], items: list[np.ndarray],
+                    ) -> list[np.ndarray]:
+        """``score(contexts[i], items[i])`` for every i, all users' candidates in one pass per
+        microbatch -> one (C_i,) float32 array each."""
+        rows = [i for i, ids in enumerate(items) if len(ids)]
+        out = [np.empty(0, np.float32) for _ in items]
+        if not rows:
+            return out
+        layers, m, n_keys = stack_caches([self.user_cache(contexts[i]) for i in rows])
+        width = max(len(items[i]) for i in rows)
+        cand = np.zeros((len(rows), width), np.int64)  # (B, C) padded with item 0, dropped
+        for row, i in enumerate(rows):
+            cand[row, :len(items[i])] = items[i]
+        model = self.model
+        with torch.inference_mode():
+            ids = torch.from_numpy(cand)
+            logits = []
+            for lo in range(0, width, self.microbatch):
+                mb = ids[:, lo:lo + self.microbatch]  # (B, b)
+                x = model.item_emb(mb) + model.cand_type  # (B, b, d)
+                for layer, lc in zip(model.layers, layers, strict=True):
+                    x = attend_candidates(layer, lc, x, m, n_keys)
+                logits.append(model.head_logits(model.out_norm(x), mb))  # (B, b)
+            scores = torch.cat(logits, 1).numpy().astype(np.float32)  # (B, C)
+        for row, i in enumerate(rows):
+            out[i] = scores[row, :len(items[i])]
+        return out
+
+
+def stack_caches(caches: list[HSTUCache],
+                 ) -> tuple[list[LayerCache], torch.Tensor, torch.Tensor]:
+    """B one-user caches -> (per-layer K/V and biases stacked to (B, L_max, ...), the valid
+    keys m (B, 1, 1, L_max), visible keys per row n_keys (B, 1, 1, 1))."""
+    lengths = [int(c.valid.shape[0]) for c in caches]
+    B, L = len(caches), max(lengths)
+    layers = []
+    for j in range(len(caches[0].layers)):
+        first = caches[0].layers[j]
+        k = first.k.new_zeros(B, L, *first.k.shape[2:])  # (B, L, h, dqk)
+        v = first.v.new_zeros(B, L, *first.v.shape[2:])  # (B, L, h, dv)
+        bias = first.bias_hist.new_zeros(B, first.bias_hist.shape[1], 1, L)  # (B, h, 1, L)
+        for b, (c, n) in enumerate(zip(caches, lengths, strict=True)):
+            lc = c.layers[j]
+            k[b, :n], v[b, :n], bias[b, ..., :n] = lc.k[0], lc.v[0], lc.bias_hist[0]
+        self_bias = torch.cat([c.layers[j].bias_self for c in caches])  # (B, 1, h)
+        layers.append(LayerCache(k=k, v=v, bias_hist=bias, bias_self=self_bias))
+    dtype = caches[0].layers[0].k.dtype if caches[0].layers else torch.float32
+    m = torch.zeros(B, 1, 1, L, dtype=dtype)
+    for b, c in enumerate(caches):
+        m[b, 0, 0, :lengths[b]] = c.valid.to(dtype)
+    n_keys = torch.tensor([float(c.n_keys) for c in caches], dtype=dtype).view(B, 1, 1, 1)
+    return layers, m, n_keys
 
 def make(rt: Runtime, settings: EngineSettings, name: str) -> HSTURankStage:
     cache = HSTUCacheStore(ttl_s=settings.hstu_cache_ttl_s, max_size=settings.hstu_cache_size)

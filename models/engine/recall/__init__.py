@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.engine.core.pipeline import Answer
+
+__all__ = ["Answer", "empty", "pairs"]
+
 
 def empty() -> tuple[np.ndarray, np.ndarray]:
     """No candidates (e.g. a history-based source for a user without history)."""

@@ -14,9 +14,8 @@ from index.base import VectorIndex, search_excluding
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
+from models.engine.recall import Answer
 from models.nets.features import pad_histories
-
-Answer = tuple[np.ndarray, np.ndarray]
 
 
 class ANNRecall:

@@ -15,11 +15,9 @@ from index.semantic_ids import SemanticIds
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
-from models.engine.recall import empty
+from models.engine.recall import Answer, empty
 from models.nets.tiger import TIGER, user_bucket
 from models.nets.tiger_decode import generate
-
-Answer = tuple[np.ndarray, np.ndarray]
 
 
 class SemanticIdRecall:

@@ -9,6 +9,7 @@ writes both), so a new retriever needs no code here."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,8 +18,8 @@ from index.base import VectorIndex, search_excluding
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import DEFAULT_HISTORY, Runtime, history_length
 from models.engine.core.settings import EngineSettings
-from models.engine.recall import empty
-from models.nets.features import pad_histories
+from models.engine.recall import Answer, empty
+from models.nets.features import pad_histories, pad_times
 from models.registry import RECALL
 
 
@@ -34,24 +35,45 @@ class SequentialRecall:
         self.max_len = int(history_length(model) or DEFAULT_HISTORY)
         self.timed = "timestamps" in inspect.signature(model.user_vector).parameters
 
-    def user_vector(self, ctx: UserContext) -> np.ndarray:
-        hist = pad_histories([ctx.history], self.max_len, self.model.cfg.n_items)  # (1, L)
+    def user_vectors(self, contexts: Sequence[UserContext]) -> np.ndarray:
+        """(U, d) float32 user vectors in one forward pass, from each context's last
+        ``max_len`` items. Timestamps go in when every context has one per item; a batch that
+        mixes timed and untimed contexts cannot give only some rows times, so it is split."""
+        timed = [self.timed and c.timestamps is not None and len(c.timestamps) == len(c.history)
+                 for c in contexts]
+        if any(timed) and not all(timed):
+            return np.concatenate([self.user_vectors(contexts[i:i + 1])
+                                   for i in range(len(contexts))])
+        hist = pad_histories([c.history for c in contexts], self.max_len,
+                             self.model.cfg.n_items)  # (U, L)
         kwargs = {}
-        if self.timed and ctx.timestamps is not None and len(ctx.timestamps) == len(ctx.history):
-            ts = np.zeros((1, self.max_len), dtype=np.float64)
-            tail = ctx.timestamps[-self.max_len:]
-            if len(tail):
-                ts[0, self.max_len - len(tail):] = tail
-            kwargs["timestamps"] = torch.from_numpy(ts)  # (1, L) seconds, 0 at padding
+        if timed and timed[0]:
+            # (U, L) seconds, 0 at padding
+            kwargs["timestamps"] = pad_times([c.timestamps for c in contexts], self.max_len)
         with torch.inference_mode():
-            vec = self.model.user_vector(hist, **kwargs)  # (1, d)
-        return vec[0].float().numpy()
+            vecs = self.model.user_vector(hist, **kwargs)  # (U, d)
+        return vecs.float().numpy()
+
+    def user_vector(self, ctx: UserContext) -> np.ndarray:
+        return self.user_vectors([ctx])[0]
 
     def recall(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if ctx.cold:
-            return empty()
-        ids, scores = search_excluding(self.index, self.user_vector(ctx), k, ctx.blocked)
-        return ids.astype(np.int64), scores.astype(np.float32)
+        return self.recall_batch([ctx], k)[0]
+
+    def recall_batch(self, contexts: Sequence[UserContext], k: int,
+                     users_per_pass: int = 512) -> list[Answer]:
+        """``recall`` for each context: user vectors ``users_per_pass`` at a time (they may
+        differ from one-user passes in the last float bits, so near-tied items may swap),
+        each searched as served."""
+        out: list[Answer] = [empty() for _ in contexts]
+        warm = [i for i, c in enumerate(contexts) if not c.cold]
+        for lo in range(0, len(warm), users_per_pass):
+            part = warm[lo:lo + users_per_pass]
+            vecs = self.user_vectors([contexts[i] for i in part])
+            for i, vec in zip(part, vecs, strict=True):
+                ids, scores = search_excluding(self.index, vec, k, contexts[i].blocked)
+                out[i] = ids.astype(np.int64), scores.astype(np.float32)
+        return out
 
 
 def make(rt: Runtime, settings: EngineSettings, name: str) -> SequentialRecall:

@@ -15,11 +15,9 @@ from index.tdm_tree import TDMTree, beam_search, beam_search_batch
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
-from models.engine.recall import empty
+from models.engine.recall import Answer, empty
 from models.nets.features import pad_histories
 from models.nets.tdm import node_score_fn
-
-Answer = tuple[np.ndarray, np.ndarray]
 
 
 class TDMRecall:

@@ -1,4 +1,7 @@
-"""A recall source that answers each request once: the paths and the per-source rows of an
+"""Memos: a recall source or a ranker that answers each request once, and can answer many at
+once ahead of the per-user code (the service's micro-batches, ``core/batch.py``).
+
+A recall source: the paths and the per-source rows of an
 evaluation (``offline.py``), and the fusion fit's two paths (``models/build/fusion.py``), ask
 the same sources for the same users, and a deterministic source's answer depends only on
 (context, k, args).
@@ -6,6 +9,8 @@ the same sources for the same users, and a deterministic source's answer depends
 Answers can also be computed ahead, for many contexts at once (``fill``), by a source's
 batched entry point (``recall_batch(contexts, k, *args)``, e.g. TIGER's and TDM's beam
 searches), and are then served to the per-user code as if computed one request at a time.
+
+``RankMemo`` does the same for a ranker: every context's candidates scored in one pass.
 
 Keys: the context object's identity (valid while the caller keeps its contexts alive; a
 context copied with other blocked items, as the top-up does, is another request), ``k``,
@@ -23,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from models.engine.core.context import UserContext
+from models.engine.core.pipeline import Answer
 
-Answer = tuple[np.ndarray, np.ndarray]  # (ids (<=k,) int64, scores (<=k,) float32)
 BatchFn = Callable[..., list[Answer]]  # (contexts, k, *args) -> one answer per context
 
 
@@ -78,3 +83,31 @@ class RecallMemo:
     def clear(self) -> None:
         """Forget every answer (before the contexts they were keyed by go away)."""
         self.answers.clear()
+
+
+class RankMemo:
+    """Wraps a ranker (``score(ctx, ids) -> (C,) scores``, ``name``): scores computed ahead
+    for many (context, candidates) pairs in one pass by its ``score_batch`` (``fill``) are
+    served to the per-user code that asks for exactly those candidates; any other request is
+    computed as usual. Keys: the context object's identity, as in ``RecallMemo``."""
+
+    def __init__(self, ranker: Any) -> None:
+        self.ranker, self.name = ranker, ranker.name
+        self.answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def fill(self, contexts: Sequence[UserContext], items: Sequence[np.ndarray]) -> bool:
+        """Scores every context's candidates in one batched call -> False (nothing done)
+        when the ranker has no batched form."""
+        batch = getattr(self.ranker, "score_batch", None)
+        if batch is None:
+            return False
+        for ctx, ids, scores in zip(contexts, items, batch(list(contexts), list(items)),
+                                    strict=True):
+            self.answers[id(ctx)] = (ids, scores)
+        return True
+
+    def score(self, ctx: UserContext, ids: np.ndarray) -> np.ndarray:
+        hit = self.answers.get(id(ctx))
+        if hit is not None and np.array_equal(hit[0], ids):
+            return hit[1]
+        return self.ranker.score(ctx, ids)

@@ -1,0 +1,196 @@
+"""Throughput per path with and without cross-request batching, in one run: the highest
+offered rate each path sustains with p99 <= 50 ms and 0 errors.
+
+  python benchmarks/throughput.py --artifacts artifacts/ml-100k --out /tmp/throughput \
+      --config unbatched:GENREC_BATCH_MAX=1 --config batched:GENREC_BATCH_MAX=16
+
+For each config (a name and env settings, e.g. ``GENREC_BATCH_MAX=1``, ``workers=2``), a
+real `genrec serve --no-build` process serves the artifacts (embedded store, or Redis when
+GENREC_REDIS_URL is set, which ``workers`` > 1 needs). For each path, `python -m loadtest`
+sends open-loop Poisson arrivals of known users' /recommend forced onto that path, one step
+per rate, lowest first, ``--step-s`` seconds each, after a short warm-up; the steps stop after
+the first one that misses the goal (p99 > 50 ms, an error, or less than 95% of the offered
+rate answered). Configs alternate per path, so machine drift hits them alike.
+
+Writes results.json, results.md (one row per config, path and rate) and capacity.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+P99_GOAL_MS = 50.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_config(text: str) -> tuple[str, dict[str, str], int]:
+    """"name:KEY=V,KEY=V,workers=N" -> (name, env, workers)."""
+    name, _, rest = text.partition(":")
+    env, workers = {}, 1
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key == "workers":
+            workers = int(value)
+        else:
+            env[key] = value
+    return name, env, workers
+
+
+def start(artifacts: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    full = {**os.environ, "GENREC_LOG_LEVEL": "warning", **env}
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
+           "--no-build", "--port", str(port)]
+    if workers > 1:
+        full.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="genrec-prom-"))
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"genrec serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("genrec serve did not become ready in 300 s")
+
+
+def load(url: str, path: str, steps: str, pid: int, out: Path, dataset: str) -> list[dict]:
+    """One `python -m loadtest` run -> its summary's steps."""
+    subprocess.run([sys.executable, "-m", "loadtest", "--url", url, "--path", path,
+                    "--mix", "known=1", "--steps", steps, "--process", "poisson",
+                    "--server-pid", str(pid), "--dataset", dataset, "--out", str(out)],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "summary.json").read_text())["steps"]
+
+
+def meets_goal(step: dict) -> bool:
+    s = step["all"]
+    return (not s["errors"] and s.get("p99_ms", float("inf")) <= P99_GOAL_MS
+            and s["achieved_rps"] >= 0.95 * step["offered_rps"])
+
+
+def sweep(url: str, pid: int, path: str, rates: list[float], step_s: float, out: Path,
+          dataset: str) -> list[dict]:
+    """Steps at each rate until one misses the goal -> one row per step run."""
+    load(url, path, f"{min(rates)}x5", pid, out / "warmup", dataset)
+    rows = []
+    for rate in rates:
+        (step,) = load(url, path, f"{rate}x{step_s}", pid, out / f"{rate:g}", dataset)
+        s = step["all"]
+        rows.append({"offered_rps": rate, "achieved_rps": s["achieved_rps"],
+                     "p50_ms": s.get("p50_ms"), "p95_ms": s.get("p95_ms"),
+                     "p99_ms": s.get("p99_ms"), "errors": s["errors"],
+                     "cpu_cores": step["server"].get("cpu_cores"),
+                     "meets_goal": meets_goal(step)})
+        if not rows[-1]["meets_goal"]:
+            break
+    return rows
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = sorted({p for cfg in results.values() for p in cfg})
+    fig, axes = plt.subplots(1, len(paths), figsize=(6 * len(paths), 4), squeeze=False)
+    for ax, path in zip(axes[0], paths, strict=True):
+        for name, cfg in results.items():
+            rows = cfg.get(path, [])
+            ax.plot([r["offered_rps"] for r in rows], [r["p99_ms"] for r in rows],
+                    marker="o", label=name)
+        ax.axhline(P99_GOAL_MS, color="grey", ls="--", lw=1)
+        ax.set(title=path, xlabel="offered rps", ylabel="p99 ms", yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "capacity.png", dpi=120)
+
+
+def capacity(rows: list[dict]) -> float:
+    return max((r["offered_rps"] for r in rows if r["meets_goal"]), default=0.0)
+
+
+def markdown(results: dict) -> str:
+    lines = ["| config | path | offered rps | achieved | p50 / p95 / p99 ms | errors | "
+             "server cores | goal |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, cfg in results.items():
+        for path, rows in cfg.items():
+            for r in rows:
+                lines.append(f"| {name} | {path} | {r['offered_rps']:g} | {r['achieved_rps']} | "
+                             f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | "
+                             f"{sum(r['errors'].values())} | {r['cpu_cores']} | "
+                             f"{'yes' if r['meets_goal'] else 'no'} |")
+    lines += ["", "| config | path | highest rate meeting p99 <= 50 ms, 0 errors |",
+              "| --- | --- | --- |"]
+    lines += [f"| {name} | {path} | {capacity(rows):g} |"
+              for name, cfg in results.items() for path, rows in cfg.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifacts", type=Path, default=ROOT / "artifacts" / "ml-100k")
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--config", action="append", required=True,
+                    help="NAME:KEY=VALUE,... (env settings; workers=N), repeatable")
+    ap.add_argument("--paths", default="cascade,generative")
+    ap.add_argument("--rates", action="append", default=[],
+                    help="PATH=R1,R2,... (default 25,50,75,100,150,200,300,400)")
+    ap.add_argument("--step-s", type=float, default=20.0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    rates = {p: [25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0]
+             for p in args.paths.split(",")}
+    for item in args.rates:
+        path, _, values = item.partition("=")
+        rates[path] = [float(v) for v in values.split(",")]
+    configs = [parse_config(c) for c in args.config]
+    results: dict[str, dict[str, list[dict]]] = {name: {} for name, _, _ in configs}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    for i, path in enumerate(args.paths.split(",")):
+        order = configs if i % 2 == 0 else configs[::-1]
+        for name, env, workers in order:
+            proc, url = start(args.artifacts, env, workers)
+            try:
+                results[name][path] = sweep(url, proc.pid, path, rates[path], args.step_s,
+                                            args.out / name / path, args.dataset)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            print(f"{name} {path}: {capacity(results[name][path]):g} rps", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"started": started, "argv": sys.argv, "cpus": os.cpu_count(),
+            "configs": args.config, "step_s": args.step_s, "p99_goal_ms": P99_GOAL_MS}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                      indent=1))
+    (args.out / "results.md").write_text(markdown(results))
+    plot(results, args.out)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
