@@ -35,7 +35,14 @@ from cachetools import TTLCache
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
-from models.nets.hstu_ranker import HSTUCache, HSTURanker, LayerCache, attend_candidates
+from models.nets.features import pad_histories, pad_times
+from models.nets.hstu_ranker import (
+    HSTUCache,
+    HSTURanker,
+    LayerCache,
+    attend_candidates,
+    encode_history,
+)
 
 
 class HSTUCacheStore:
@@ -142,6 +149,57 @@ class HSTURankStage:
         return out.numpy().astype(np.float32)
 
 
+    def user_caches(self, contexts: list[UserContext]) -> list[HSTUCache]:
+        """``user_cache`` for each context, the histories not in the store encoded in one
+        padded pass (``build_caches``)."""
+        out: list[HSTUCache | None] = []
+        for ctx in contexts:
+            keyed = ctx.user_id is not None and ctx.version is not None
+            out.append(self.cache.get(ctx.user_id, ctx.version) if keyed else None)
+        todo = [i for i, c in enumerate(out) if c is None]
+        for i, cache in zip(todo, self.build_caches([contexts[i] for i in todo]), strict=True):
+            out[i] = cache
+            ctx = contexts[i]
+            if ctx.user_id is not None and ctx.version is not None:
+                self.cache.put(ctx.user_id, ctx.version, cache)
+        return out  # type: ignore[return-value]
+
+    def build_caches(self, contexts: list[UserContext]) -> list[HSTUCache]:
+        """``build_cache`` for each context in one pass: histories left-padded to the
+        longest (padding is masked, and position and time biases depend only on distances,
+        so each row's K/V equal its own unpadded pass up to float order), then each row's
+        padding cut off. A batch mixing timed and untimed histories is encoded one by one."""
+        L = self.model.cfg.max_history
+        timed = [c.timestamps is not None for c in contexts]
+        if len(contexts) < 2 or any(timed) != all(timed):
+            return [self.build_cache(c) for c in contexts]
+        pad = self.model.n_items
+        hists, times = [], []
+        for c in contexts:
+            if c.timestamps is not None and len(c.timestamps) != len(c.history):
+                raise ValueError(f"{len(c.timestamps)} timestamps for a history of "
+                                 f"{len(c.history)} items")
+            h = np.asarray(c.history, dtype=np.int64)[-L:]
+            # An empty history is one padding token, as in build_cache.
+            hists.append(h if len(h) else np.array([pad], dtype=np.int64))
+            if c.timestamps is not None:
+                t = np.asarray(c.timestamps, dtype=np.float64)[-L:]
+                times.append(t if len(t) else np.zeros(1))
+        width = max(len(h) for h in hists)
+        with torch.inference_mode():
+            hist = pad_histories(hists, width, pad)  # (B, W)
+            ts = pad_times(times, width) if all(timed) else None  # (B, W) seconds
+            layers, _, valid = encode_history(self.model, hist, ts, None)
+        out = []
+        for b, h in enumerate(hists):
+            off = width - len(h)
+            rows = [LayerCache(k=lc.k[b:b + 1, off:].clone(), v=lc.v[b:b + 1, off:].clone(),
+                               bias_hist=_row(lc.bias_hist, b)[..., off:].clone(),
+                               bias_self=_row(lc.bias_self, b).clone()) for lc in layers]
+            out.append(HSTUCache(layers=rows, valid=valid[b, off:].clone(),
+                                 n_keys=int(valid[b].sum()) + 1, history_states=[]))
+        return out
+
     def score_batch(self, contexts: list[UserContext], items: list[np.ndarray],
                     ) -> list[np.ndarray]:
         """``score(contexts[i], items[i])`` for every i, all users' candidates in one pass per
@@ -150,7 +208,7 @@ class HSTURankStage:
         out = [np.empty(0, np.float32) for _ in items]
         if not rows:
             return out
-        layers, m, n_keys = stack_caches([self.user_cache(contexts[i]) for i in rows])
+        layers, m, n_keys = stack_caches(self.user_caches([contexts[i] for i in rows]))
         width = max(len(items[i]) for i in rows)
         cand = np.zeros((len(rows), width), np.int64)  # (B, C) padded with item 0, dropped
         for row, i in enumerate(rows):
@@ -169,6 +227,11 @@ class HSTURankStage:
         for row, i in enumerate(rows):
             out[i] = scores[row, :len(items[i])]
         return out
+
+
+def _row(t: torch.Tensor, b: int) -> torch.Tensor:
+    """Row b of a (B|1, ...) tensor (a bias shared by every row has a leading 1), kept 4-D."""
+    return t[b:b + 1] if t.shape[0] > 1 else t
 
 
 def stack_caches(caches: list[HSTUCache],
