@@ -26,8 +26,6 @@ time, and a batch needs every queued job at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import queue
 import threading
 import time
@@ -156,33 +154,3 @@ class ComputeLane:
             return False
         return True
 
-
-async def run_low_priority(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` on a new thread at the lowest CPU priority (nice 19; Linux applies it to
-    that thread only) -> its result. For loading and validating a model version while the
-    old one serves: on a busy machine the scheduler then gives the cores to the serving
-    threads first, and the load takes the idle time. Where the priority cannot be set, it
-    runs at the normal one."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: object, error: BaseException | None) -> None:
-        if future.done():  # the awaiting task was cancelled
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def body() -> None:
-        with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=body, name="genrec-loader", daemon=True).start()
-    return await future

@@ -43,7 +43,6 @@ from models.engine.core.runtime import Runtime
 from models.engine.factory import Components, build_components
 from models.registry import RANKERS, RECALL, Stage, canonical
 from service import metrics
-from service.compute import run_low_priority
 from service.config import Settings
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
@@ -186,7 +185,7 @@ async def prepare(state: AppState, directory: Path) -> Serving:
     swap in. Raises ``Rejected``; the serving version is untouched either way."""
     s = state.settings
     try:
-        rt, components = await run_low_priority(load_candidate, directory, s)
+        rt, components = await asyncio.to_thread(load_candidate, directory, s)
         try:
             arm_params = check_arms(state.experiment, components.pipelines)
         except ExperimentConfigError as exc:
@@ -203,7 +202,7 @@ async def prepare(state: AppState, directory: Path) -> Serving:
             ctx, _ = await load_context(rt, state.store, user, limit=rt.max_history)
             # No store version: the smoke run must not fill the candidate's per-user caches.
             contexts.append(dataclasses.replace(ctx, version=None))
-        await run_low_priority(smoke, rt, components, contexts, state.experiment, arm_params)
+        await asyncio.to_thread(smoke, rt, components, contexts, state.experiment, arm_params)
     except Rejected as exc:
         exc.directory = directory
         raise

@@ -156,26 +156,3 @@ async def test_recommend_past_its_deadline_is_a_503(tiny_artifacts) -> None:
         assert rejections("/recommend") == before + 1
         assert (await client.get("/healthz")).status_code == 200
 
-
-async def test_versions_load_on_a_low_priority_thread() -> None:
-    """run_low_priority: fn runs on its own thread at nice 19 (Linux: that thread only), its
-    result or exception comes back, and the caller's thread keeps its priority."""
-    import os
-    import threading
-
-    from service.compute import run_low_priority
-
-    def probe() -> tuple[int, int]:
-        return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS,
-                                                         threading.get_native_id())
-
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    tid, nice = await run_low_priority(probe)
-    assert tid != threading.get_native_id() and nice == 19
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
-
-    def boom() -> None:
-        raise ValueError("bad version")
-
-    with pytest.raises(ValueError, match="bad version"):
-        await run_low_priority(boom)
