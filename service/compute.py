@@ -64,7 +64,7 @@ class _Job:
 
 
 class ComputeLane:
-    def __init__(self, deadline_s: float, batch_max: int = 16, batch_wait_s: float = 0.0,
+    def __init__(self, deadline_s: float, batch_max: int = 8, batch_wait_s: float = 0.0,
                  ) -> None:
         self.deadline_s = deadline_s
         self.batch_max = batch_max

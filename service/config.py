@@ -61,7 +61,7 @@ class Settings(BaseSettings, EngineSettings):
     compute_deadline_ms: float = Field(2_000.0, gt=0, le=600_000, allow_inf_nan=False)
     # Micro-batches: the compute thread runs every queued /recommend pipeline run together
     # (at most batch_max), waiting up to batch_wait_ms for more; 1 turns batching off.
-    batch_max: int = Field(16, ge=1, le=1_024)
+    batch_max: int = Field(8, ge=1, le=1_024)
     batch_wait_ms: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
 
     # Model lifecycle: the `current` pointer of artifacts_dir is polled every reload_poll_s
