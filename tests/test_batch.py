@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -153,10 +154,20 @@ async def test_the_lane_batches_queued_pipeline_runs(setup) -> None:
     before = metrics.COMPUTE_BATCH.collect()[0].samples
     count = next(s.value for s in before if s.name.endswith("_count"))
     total = next(s.value for s in before if s.name.endswith("_sum"))
+    running, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # holds the lane until every run below is queued
+        running.set()
+        release.wait(10)
+
     now = time.perf_counter()
-    busy = lane.run(now, time.sleep, 0.3)  # holds the lane while the others queue
-    runs = [lane.run_pipeline(now, Call(path, c, 10)) for c in contexts[:6]]
-    late = lane.run_pipeline(now - 10.0, Call(path, contexts[6], 10))
+    busy = asyncio.ensure_future(lane.run(now, hold))
+    assert await asyncio.to_thread(running.wait, 10)
+    runs = [asyncio.ensure_future(lane.run_pipeline(now, Call(path, c, 10)))
+            for c in contexts[:6]]
+    late = asyncio.ensure_future(lane.run_pipeline(now - 10.0, Call(path, contexts[6], 10)))
+    await asyncio.sleep(0.05)  # each task has put its job on the queue
+    release.set()
     done = await asyncio.gather(busy, *runs, late, return_exceptions=True)
     lane.close()
     assert isinstance(done[-1], DeadlinePassed)
