@@ -52,16 +52,17 @@ def eval_context(rt: Runtime, split: Split, user: int, stage: str,
 def list_functions(comp: Components,
                    sources: Mapping[str, RecallSource] | None = None) -> dict[str, ListFn]:
     """method -> (context, depth) -> its ranked ids. ``sources`` (default: the components'
-    own) replace the recall sources, for the source rows and inside both paths."""
+    own) replace the recall sources, for the source rows and inside both paths (views of the
+    paths, ``with_parts``: the components stay as they are)."""
+    pipelines = dict(comp.pipelines)
     if sources is not None:
         sources = {**comp.recall, **sources}
-        for pipeline in comp.pipelines.values():
-            pipeline.available = sources  # type: ignore[attr-defined]
+        pipelines = {path: p.with_parts(sources, p.ranker) for path, p in pipelines.items()}
     fns: dict[str, ListFn] = {
         name: (lambda ctx, k, src=src: src.recall(ctx, k)[0])
         for name, src in (sources or comp.recall).items()
     }
-    for path, pipeline in comp.pipelines.items():
+    for path, pipeline in pipelines.items():
         fns[path] = lambda ctx, k, pipeline=pipeline: pipeline.run(ctx, k).items
     return fns
 

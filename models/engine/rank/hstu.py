@@ -24,7 +24,6 @@ call at a time; the store takes no locks.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -108,24 +107,7 @@ class HSTURankStage:
     def build_cache(self, ctx: UserContext) -> HSTUCache:
         """Encode ctx's history (its last max_history items, no padding) into an HSTUCache.
         An empty history becomes one padding token: candidates then see only themselves."""
-        L = self.model.cfg.max_history
-        hist = np.asarray(ctx.history, dtype=np.int64)[-L:]  # (l,) oldest first
-        ts = None
-        if ctx.timestamps is not None:
-            if len(ctx.timestamps) != len(ctx.history):
-                raise ValueError(f"{len(ctx.timestamps)} timestamps for a history of "
-                                 f"{len(ctx.history)} items")
-            ts = np.asarray(ctx.timestamps, dtype=np.float64)[-L:]  # (l,) unix seconds
-        if len(hist) == 0:
-            # The pad token is masked out; time 0 makes the candidate's self time gap 0, as it
-            # always is in training (candidates take the last history time).
-            hist = np.array([self.model.n_items], dtype=np.int64)
-            ts = None if ts is None else np.zeros(1, dtype=np.float64)
-        with torch.inference_mode():
-            cache = self.model.history_cache(
-                torch.from_numpy(hist), None if ts is None else torch.from_numpy(ts))
-        # The per-layer history states are not needed to score candidates: don't hold them.
-        return dataclasses.replace(cache, history_states=[])
+        return self.build_caches([ctx])[0]
 
     def user_cache(self, ctx: UserContext) -> HSTUCache:
         """The stored cache for (user_id, version) or a new one (stored); a context without a
@@ -169,10 +151,12 @@ class HSTURankStage:
         longest (padding is masked, and position and time biases depend only on distances,
         so each row's K/V equal its own unpadded pass up to float order), then each row's
         padding cut off. A batch mixing timed and untimed histories is encoded one by one."""
+        if not contexts:
+            return []
         L = self.model.cfg.max_history
         timed = [c.timestamps is not None for c in contexts]
-        if len(contexts) < 2 or any(timed) != all(timed):
-            return [self.build_cache(c) for c in contexts]
+        if any(timed) != all(timed):
+            return [self.build_caches([c])[0] for c in contexts]
         pad = self.model.n_items
         hists, times = [], []
         for c in contexts:
@@ -180,7 +164,8 @@ class HSTURankStage:
                 raise ValueError(f"{len(c.timestamps)} timestamps for a history of "
                                  f"{len(c.history)} items")
             h = np.asarray(c.history, dtype=np.int64)[-L:]
-            # An empty history is one padding token, as in build_cache.
+            # An empty history is one padding token (masked out; time 0 makes the candidate's
+            # self time gap 0, as it always is in training).
             hists.append(h if len(h) else np.array([pad], dtype=np.int64))
             if c.timestamps is not None:
                 t = np.asarray(c.timestamps, dtype=np.float64)[-L:]

@@ -23,12 +23,7 @@ class Ranker:
         """items (C,) dense ids -> logits (C,) float32."""
         if len(items) == 0:
             return np.empty(0, np.float32)
-        cfg = self.model.cfg
-        codes = torch.from_numpy(ctx.user_codes).long()  # (F,)
-        hist = pad_histories([ctx.history], cfg.max_history, cfg.n_items)[0]  # (L,)
-        with torch.inference_mode():
-            out = self.model.score_candidates(codes, hist, torch.from_numpy(items).long())
-        return out.numpy().astype(np.float32)
+        return self._pass([ctx], [np.asarray(items, dtype=np.int64)])[0]
 
     def score_batch(self, contexts: list[UserContext], items: list[np.ndarray],
                     cands_per_pass: int = 256) -> list[np.ndarray]:
