@@ -67,24 +67,28 @@ class RedisLink:
         # from_pool hands ownership to the client, so close() also disconnects the pool.
         return cls(aioredis.Redis.from_pool(pool), timeout_s=timeout_s, breaker=breaker, url=url)
 
-    def _failed(self, op: str, kind: str, exc: BaseException) -> StoreUnavailable:
-        self.breaker.failure()
+    def _failed(self, op: str, kind: str, exc: BaseException,
+                breaker: CircuitBreaker) -> StoreUnavailable:
+        breaker.failure()
         self.last_error = f"{op}: {kind}: {type(exc).__name__}"  # never the URL
         self.last_error_at = time.time()
         metrics.REDIS_ERRORS.labels(op, kind).inc()
         return StoreUnavailable(op, kind, type(exc).__name__, self.breaker)
 
     async def call(self, op: str, fn: Callable[[], Awaitable[T]],
-                   timeout_s: float | None = None) -> T:
+                   timeout_s: float | None = None, *, gated: bool = True) -> T:
         """``await fn()`` under the breaker and the time bound. Raises ``StoreUnavailable``
         for a timeout, a lost connection or an open circuit; a Redis error reply (the server
-        answered) passes through and counts as the server being up.
+        answered) passes through and counts as the server being up. ``gated=False``: a
+        recovery check that must reach Redis even while the circuit is open (it neither waits
+        for nor reports to the breaker, whose single half-open trial stays the requests').
 
         A cancellation that arrives during the call is always raised, also when the client
         dropped it: redis-py sends through ``asyncio.wait_for``, which on Python 3.11 returns
         normally when the send completes as the cancellation arrives, and a background loop
         that lost its cancellation would never end (the app's shutdown would wait forever)."""
-        if not self.breaker.allow():
+        breaker = self.breaker if gated else CircuitBreaker()  # ungated: a throwaway one
+        if not breaker.allow():
             metrics.REDIS_ERRORS.labels(op, "breaker_open").inc()
             raise StoreUnavailable(op, "breaker_open", breaker=self.breaker)
         task = asyncio.current_task()
@@ -97,20 +101,20 @@ class RedisLink:
             done = True
         except ResponseError:
             done = True
-            self.breaker.success()
+            breaker.success()
             raise
         except (TimeoutError, RedisTimeoutError) as exc:  # before OSError: TimeoutError is one
             done = True
-            raise self._failed(op, "timeout", exc) from None
+            raise self._failed(op, "timeout", exc, breaker) from None
         except (RedisError, OSError) as exc:
             done = True
             await self._drop_idle()
-            raise self._failed(op, "connection", exc) from None
+            raise self._failed(op, "connection", exc, breaker) from None
         finally:
             metrics.REDIS_LATENCY.labels(op).observe(time.perf_counter() - t0)
             if not done:  # cancelled by the caller: neither an answer nor a fault
-                self.breaker.release()
-        self.breaker.success()
+                breaker.release()
+        breaker.success()
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError  # a cancellation the client swallowed (docstring)
         return result

@@ -23,13 +23,15 @@ reply timed out may still sit in a hung Redis's socket buffer and run when Redis
    doesn't matter), and a failed batch is not answered before that deadline has passed;
 2. it claims ``batch:{id}`` with SET NX before writing; after a timeout the store claims the
    same key as "aborted" on a fresh connection: whichever runs first wins, so the answer is
-   exact whenever Redis answers that check (a batch found "applied" is reported as written);
+   exact whenever Redis answers that check (a batch found "applied" is reported as written).
+   The check is retried for ``RESOLVE_BOUND_S``, so a freeze shorter than that (the batch ran,
+   then Redis stopped before its reply went out) is still answered exactly;
 3. the client never retries a command, so nothing is sent twice.
 
-The remaining gap: Redis runs the batch before its deadline and then stops answering before
-both its reply and the check get back (a freeze or partition in that instant); then a 503 can
-hide an applied batch. Writes to several users in one batch assume a single Redis (or a proxy
-that keeps a script on one node), not Redis Cluster.
+The remaining gap: Redis runs the batch before its deadline and then stops answering for
+longer than ``RESOLVE_BOUND_S`` before its reply gets back (a long freeze or partition in that
+instant); then a 503 can hide an applied batch. Writes to several users in one batch assume a
+single Redis (or a proxy that keeps a script on one node), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ SEED_TIMEOUT_S = 60.0
 # The batch marker outlives its batch's deadline by this much (it only has to separate the
 # batch from its "aborted" check, which both happen before or near the deadline).
 BATCH_MARKER_TTL_MS = 10_000
+# A failed append's outcome is asked of Redis for this long before "not written" is answered
+# (``_applied_after_all``); the marker outlives it, and its checks are this far apart.
+RESOLVE_BOUND_S = 2.0
+RESOLVE_RETRY_S = 0.05
 # Redis's clock offset is measured again after this long (drift, NTP steps).
 CLOCK_REFRESH_S = 30.0
 # A seed run's batch counter outlives a run cut short by this much (then Redis drops it).
@@ -193,27 +199,37 @@ class RedisStore:
         except StoreUnavailable as exc:
             if exc.kind == "breaker_open":
                 raise  # nothing was sent
-            if await self._applied_after_all(marker):
+            if await self._applied_after_all(marker, sent + window + err):
                 return len(events)
-            # Unresolved: answer only once the deadline has passed in Redis's clock too, so
-            # the batch can no longer run when the caller hears "not written".
-            wait_ms = sent + window + err - _now_ms()
-            if wait_ms > 0:
-                await asyncio.sleep(wait_ms / 1000.0)
             raise
         if done != 1:  # past its deadline (a slow Redis) or claimed as aborted: not written
             raise StoreUnavailable("append_events", "expired", breaker=self.link.breaker)
         return len(events)
 
-    async def _applied_after_all(self, marker: str) -> bool:
-        """After a failed append: claim its batch as aborted, unless it was applied. False
-        also when Redis doesn't answer: the script's deadline then keeps it from running."""
-        try:
-            got = await self.link.call(
-                "resolve_batch", lambda: self._resolve(keys=[marker], args=[BATCH_MARKER_TTL_MS]))
-        except StoreUnavailable:
-            return False
-        return _text(got) == "applied"
+    async def _applied_after_all(self, marker: str, deadline_ms: float) -> bool:
+        """After a failed append: claim its batch as aborted, unless it was applied.
+
+        Redis's answer is exact at any time (the batch and the claim both SET NX the marker),
+        so the check is retried, past the open circuit, until Redis answers or
+        ``RESOLVE_BOUND_S`` has passed; this closes the gap of a batch that ran just before a
+        freeze whose reply never came back (only the few writes in flight when Redis stops
+        wait this long: later ones meet the open circuit). Unanswered, it returns False only
+        once ``deadline_ms`` (local clock, the batch's deadline plus the clock error) has
+        passed, so the batch can no longer run when the caller hears "not written"."""
+        give_up = max(deadline_ms, _now_ms() + RESOLVE_BOUND_S * 1000.0)
+        while True:
+            try:
+                got = await self.link.call(
+                    "resolve_batch", lambda: self._resolve(keys=[marker],
+                                                           args=[BATCH_MARKER_TTL_MS]),
+                    gated=False)
+                return _text(got) == "applied"
+            except StoreUnavailable:
+                pass
+            left_ms = give_up - _now_ms()
+            if left_ms <= 0:
+                return False
+            await asyncio.sleep(min(RESOLVE_RETRY_S, left_ms / 1000.0))
 
     async def seed(self, histories: Mapping[str, Sequence[Interaction]], marker: str) -> None:
         """Replace the given users' histories and consumed sets, then record ``marker``.
