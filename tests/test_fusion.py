@@ -212,3 +212,44 @@ def test_start_plan_is_a_floor() -> None:
     fitted = fit_plan(run, quotas, ("C",), None, c_grid=(20.0,), min_gain=10.0, start=start)
     assert fitted.validation["rank"][1] == pytest.approx(1.0)
     assert {"A", "B", "C"} == set(fitted.sources)
+
+
+def test_a_ranker_below_min_gain_is_switched_off() -> None:
+    """The oracle ranker gains a lot; required to gain 1000% it must stay off, and the plan is
+    then the sources' own fit."""
+    run, quotas = _synthetic_run(200, 0, "oracle")
+    plan = fit_plan(run, quotas, (), None, c_grid=(20.0,), min_gain=10.0)
+    assert plan.weights[RANKER] == 0.0
+    assert tuple(plan.validation["rank"]) == tuple(plan.validation["recall"])
+
+
+class _TargetFirst:
+    """A reranker that, at diversity d > 0, puts the target first for the users in
+    ``helped[d]`` (by target id) and keeps the fused order otherwise: a known gain per d."""
+
+    def __init__(self, helped: dict[float, set[int]]) -> None:
+        self.helped = helped
+
+    def select(self, ids: np.ndarray, scores: np.ndarray, k: int, d: float) -> np.ndarray:
+        hit = [j for j, i in enumerate(ids) if int(i) in self.helped.get(d, set())]
+        order = hit + [j for j in range(len(ids)) if j not in hit]
+        return np.asarray(order[:k])
+
+
+def test_diversity_is_kept_only_for_a_gain_above_min_gain() -> None:
+    run, quotas = _synthetic_run(200, 4, "none")
+    for u, t in enumerate(run.targets):  # a target id of each user's own, so it names the user
+        for arr in (*run.lists[u].values(), run.pool[u]):
+            arr[arr == t] = 1000 + u
+    run.targets = 1000 + np.arange(len(run.targets))
+    reachable = [int(t) for t, lst in zip(run.targets, run.lists, strict=True)
+                 if t in lst["good"]]
+    rr = _TargetFirst({0.02: set(reachable[:1]), 0.05: set(reachable)})
+    small = fit_plan(run, quotas, (), rr, c_grid=(20.0,), diversity_grid=(0.0, 0.02),
+                     min_gain=0.02)
+    v = small.validation["rerank"]
+    assert 1.0 < v["0.02"][0] / v["0.0"][0] < 1.02  # it gains, by one user of 200 ...
+    assert small.diversity == 0.0  # ... which is below min_gain
+    large = fit_plan(run, quotas, (), rr, c_grid=(20.0,), diversity_grid=(0.0, 0.02, 0.05),
+                     min_gain=0.02)
+    assert large.diversity == 0.05

@@ -10,11 +10,13 @@ The search then runs on matrices, without calling a model again:
    generator) beside it; add, one at a time, the pool source and weight that raise
    validation NDCG@10 the most, while the gain is at least ``min_gain`` (relative): every
    added source costs latency on every request.
-2. Ranker. With the active sources fixed, coordinate ascent over their weights and the
-   ranker's (0 allowed: a ranker that only hurts is switched off).
+2. Ranker. With the active sources fixed, coordinate ascent over their weights, once without
+   the ranker and once with it; the ranker is kept only when it raises validation NDCG@10 by
+   at least ``min_gain`` too (it costs latency on every request, and a smaller gain on a few
+   thousand users is noise that need not carry over to the test split).
 3. Both are repeated for each RRF constant ``c``; the best plan wins.
 4. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
-   one with the best validation NDCG@10 is kept.
+   best by validation NDCG@10 is kept if it beats no rerank (0) by ``min_gain``.
 
 Objective: NDCG@10, HR@10 breaking ties. Ties in the fused score are broken by candidate order,
 as served. The test split is never read.
@@ -257,7 +259,11 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
                                    list(singles.values()), start_w)
         active_names = [names[s] for s in active]
         m = matrix(run, active_names)
-        w_active, w_r, val = tune_weights(m, w[active].copy(), run.ranker is not None, c)
+        w_active, w_r, val = tune_weights(m, w[active].copy(), False, c)
+        if run.ranker is not None:  # the ranker must earn its cost, like an added source
+            ranked = tune_weights(m, w[active].copy(), True, c)
+            if ranked[1] > 0 and ranked[2][0] >= val[0] * (1.0 + min_gain):
+                w_active, w_r, val = ranked
         if best is None or val > best[0]:
             best = (val, c, active_names, w_active, w_r, m)
     val, c, active_names, w_active, w_r, m = best
@@ -267,7 +273,9 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
     if reranker is not None:
         by_div = {d: objective(rerank_ranks(m, fused, reranker, d, window))
                   for d in diversity_grid}
-    diversity = max(by_div, key=lambda d: (by_div[d], d)) if by_div else 0.0
+    diversity = max(by_div, key=lambda d: (by_div[d], -d)) if by_div else 0.0
+    if diversity and by_div[diversity][0] < by_div.get(0.0, (0.0,))[0] * (1.0 + min_gain):
+        diversity = 0.0  # a gain within min_gain is noise on a few thousand users, not signal
     weights = {s: float(x) for s, x in zip(active_names, w_active, strict=True)}
     weights[RANKER] = float(w_r)
     validation = {
