@@ -7,6 +7,7 @@
 #   benchmarks/full_tables.sh OUT [PROFILE] [DEVICE] [WORKERS]
 #   benchmarks/full_tables.sh /tmp/tables full cuda 8       # a GPU box with 16 cores
 #   DATASETS=beauty benchmarks/full_tables.sh /tmp/tables   # one dataset (default: both)
+#   STAGES=test ...                                         # skip the validation eval
 #
 # MiniLM content vectors are read from OUT/.cache when present (copy artifacts/.cache there
 # to skip the encoder on a machine without the MiniLM package).
@@ -27,13 +28,15 @@ done
 wait
 echo "built $datasets in $((SECONDS - start)) s"
 for d in $datasets; do
-  for stage in valid test; do
+  for stage in ${STAGES:-valid test}; do
     t=$SECONDS
     "${genrec[@]}" eval --artifacts "$out/$d" --dataset "$d" --stage "$stage" \
       --workers "$workers" > "$out/eval-$d-$stage.log" 2>&1
     echo "$d $stage eval $((SECONDS - t)) s"
   done
-  python benchmarks/path_ablation.py --artifacts "$out/$d" --stage test \
+  t=$SECONDS
+  python benchmarks/path_ablation.py --artifacts "$out/$d" --stage test --workers "$workers" \
     > "$out/ablation-$d.log" 2>&1
+  echo "$d ablation $((SECONDS - t)) s"
   cp "$out/$d/current/manifest.json" "$out/manifest-$d.json"
 done
