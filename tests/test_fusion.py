@@ -18,6 +18,7 @@ from models.engine.factory import build_components
 from models.engine.paths.cascade import Cascade
 from models.engine.rank.fusion import RANKER, FusionPlan, fuse, reciprocal_ranks, union
 from models.evaluate.fusion_fit import (
+    REQUIRED_FLOOR,
     K,
     Matrix,
     PoolRun,
@@ -142,6 +143,9 @@ def test_required_source_stays_in_the_plan() -> None:
     run, quotas = _synthetic_run(100, 1, "none")
     plan = fit_plan(run, quotas, ("noise",), None, c_grid=(20.0,))
     assert set(plan.sources) == {"noise", "good"}
+    # "noise" never holds a target, so only the floor keeps it served (weight 0 would run
+    # it and discard its answer)
+    assert plan.weights["noise"] == REQUIRED_FLOOR
 
 
 def test_objective_known_answer() -> None:

@@ -36,6 +36,9 @@ from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
 
 K = 10
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+# A path's required sources (the generative path's generator) are served, so they keep at
+# least the smallest weight: a weight of 0 would run the source and throw its answer away.
+REQUIRED_FLOOR = 0.1
 
 
 @dataclass
@@ -139,10 +142,13 @@ def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarr
     return target_rank(fused_scores(r, w, rr, w_ranker), m)
 
 
-def _best_weight(score_fn, current: float) -> tuple[float, tuple[float, float]]:
-    """The weight from WEIGHTS (or ``current``) that maximises ``score_fn(w)``."""
+def _best_weight(score_fn, current: float, floor: float = 0.0
+                 ) -> tuple[float, tuple[float, float]]:
+    """The weight from WEIGHTS (or ``current``), at least ``floor``, that maximises
+    ``score_fn(w)``."""
+    current = max(current, floor)
     best = (current, score_fn(current))
-    for w in WEIGHTS:
+    for w in (w for w in WEIGHTS if w >= floor):
         val = score_fn(w)
         if val > best[1]:
             best = (w, val)
@@ -190,7 +196,8 @@ def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], 
     for s in (names.index(s) for s in required if s in names):
         if s not in active:
             active = sorted([*active, s])
-            w[s], _ = _best_weight(lambda x, s=s, a=active: score(_with(w, s, x), a), 0.0)
+        w[s], _ = _best_weight(lambda x, s=s, a=active: score(_with(w, s, x), a), w[s],
+                               REQUIRED_FLOOR)
     current = score(w, active)
     while len(active) < n:
         add = None
@@ -212,18 +219,22 @@ def _with(w: np.ndarray, j: int, x: float) -> np.ndarray:
     return out
 
 
-def tune_weights(m: Matrix, w: np.ndarray, use_ranker: bool, c: float,
-                 sweeps: int = 2) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """Step 2: coordinate ascent over the active sources' weights and the ranker's."""
+def tune_weights(m: Matrix, w: np.ndarray, use_ranker: bool, c: float, sweeps: int = 2,
+                 floors: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Step 2: coordinate ascent over the active sources' weights (each at least its
+    ``floors`` entry) and the ranker's."""
     r, rr = m.recip(c)
     w_r = 0.0
+    floors = np.zeros(len(w)) if floors is None else floors
 
     def score(ws: np.ndarray, wr: float) -> tuple[float, float]:
         return objective(target_rank(fused_scores(r, ws, rr, wr), m))
 
     for _ in range(sweeps):
         for j in range(len(w)):
-            w[j], _ = _best_weight(lambda x, j=j, wr=w_r: score(_with(w, j, x), wr), float(w[j]))
+            w[j], _ = _best_weight(lambda x, j=j, wr=w_r: score(_with(w, j, x), wr), float(w[j]),
+                                   float(floors[j]))
         if use_ranker:
             w_r, _ = _best_weight(lambda x: score(w, x), w_r)
     return w, w_r, score(w, w_r)
@@ -259,9 +270,10 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
                                    list(singles.values()), start_w)
         active_names = [names[s] for s in active]
         m = matrix(run, active_names)
-        w_active, w_r, val = tune_weights(m, w[active].copy(), False, c)
+        floors = np.array([REQUIRED_FLOOR if s in required else 0.0 for s in active_names])
+        w_active, w_r, val = tune_weights(m, w[active].copy(), False, c, floors=floors)
         if run.ranker is not None:  # the ranker must earn its cost, like an added source
-            ranked = tune_weights(m, w[active].copy(), True, c)
+            ranked = tune_weights(m, w[active].copy(), True, c, floors=floors)
             if ranked[1] > 0 and ranked[2][0] >= val[0] * (1.0 + min_gain):
                 w_active, w_r, val = ranked
         if best is None or val > best[0]:
