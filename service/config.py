@@ -69,6 +69,9 @@ class Settings(BaseSettings, EngineSettings):
     # are run through every pipeline before a new version may serve.
     reload_poll_s: float = Field(2.0, ge=0, le=3_600, allow_inf_nan=False)
     smoke_users: int = Field(3, ge=1, le=100)
+    # The smoke query runs in a child process at the lowest CPU priority (service/smoke.py),
+    # off the serving process's GIL; false: on a worker thread of the serving process.
+    smoke_process: bool = True
 
     # Experiment state shared by replicas (Redis backend): polled this often.
     experiment_sync_s: float = Field(1.0, gt=0, le=3_600, allow_inf_nan=False)

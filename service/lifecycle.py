@@ -4,8 +4,9 @@ A candidate version is loaded in a worker thread while the current one keeps ser
 validated, in order: checksums (``versions.verify``), every config rebuilds its model
 (``Runtime.load``), tensor shapes against the configs and the id maps (``check_shapes``), the
 experiment's arms against the new pipelines, and a smoke query through every pipeline for a
-few known users. Only then is it swapped in, with one assignment (``AppState.serving``): a
-request holds the snapshot it started with, so in-flight requests finish on the old version.
+few known users (``service/smoke.py``, in a child process by default). Only then is it
+swapped in, with one assignment (``AppState.serving``): a request holds the snapshot it
+started with, so in-flight requests finish on the old version.
 
 A rejected version is logged, counted (``MODEL_RELOADS{result="rejected"}``), shown by
 ``GET /admin/models`` and remembered, so the watch on ``current`` does not retry it; the old
@@ -23,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import orjson
 
 from models.artifacts.shapes import check_shapes, mismatched_net
@@ -37,7 +37,6 @@ from models.artifacts.versions import (
     verify,
     version_path,
 )
-from models.engine.core.context import UserContext
 from models.engine.core.pipeline import Pipeline
 from models.engine.core.runtime import Runtime
 from models.engine.factory import Components, build_components
@@ -46,11 +45,11 @@ from service import metrics
 from service.config import Settings
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
+from service.smoke import SmokeFailed, smoke, smoke_in_child, smoke_users
 from service.state import AppState, Rejection, Serving
 from service.user_context import load_context
 
 log = logging.getLogger("genrec")
-SMOKE_K = 10  # items asked of each pipeline per smoke user
 MAX_REASON = 2_000  # characters of a rejection reason kept
 T = TypeVar("T")
 
@@ -147,39 +146,6 @@ def load_candidate(directory: Path, settings: Settings) -> tuple[Runtime, Compon
         raise Rejected(f"components: {type(exc).__name__}: {exc}") from None
 
 
-def smoke_users(rt: Runtime, n: int) -> list[str]:
-    """``n`` users the models know, spread over the id map (deterministic)."""
-    ids = rt.users.ids
-    picks = np.unique(np.linspace(0, len(ids) - 1, num=min(n, len(ids))).astype(int))
-    return [ids[i] for i in picks.tolist()] if len(ids) else []
-
-
-def smoke(rt: Runtime, components: Components, contexts: list[UserContext],
-          experiment: Experiment, arm_params: dict[str, dict]) -> None:
-    """Every pipeline for every smoke user (and each arm's params for the first) must give
-    ``SMOKE_K`` valid, distinct, unblocked items with no NaN score. Worker thread."""
-    for path, pipeline in sorted(components.pipelines.items()):
-        runs = [(ctx, None, "") for ctx in contexts]
-        runs += [(contexts[0], arm_params[a.name], f" (arm {a.name!r})")
-                 for a in experiment.arms if a.path == path and contexts]
-        for ctx, params, arm in runs:
-            where = f"smoke: path {path!r}{arm}, user {ctx.user_id!r}"
-            try:
-                result = pipeline.run(ctx, SMOKE_K, params)
-            except Exception as exc:
-                raise Rejected(f"{where}: {type(exc).__name__}: {exc}") from None
-            ids = np.asarray(result.items)
-            want = min(SMOKE_K, rt.n_items - len(ctx.blocked))
-            problem = (f"{len(ids)} items, expected {want}" if len(ids) != want
-                       else "item ids out of range" if ((ids < 0) | (ids >= rt.n_items)).any()
-                       else "duplicate items" if len(set(ids.tolist())) != len(ids)
-                       else "a consumed or excluded item" if ctx.blocked & set(ids.tolist())
-                       else "NaN scores" if np.isnan(np.asarray(result.scores)).any()
-                       else None)
-            if problem:
-                raise Rejected(f"{where}: {problem}")
-
-
 async def prepare(state: AppState, directory: Path) -> Serving:
     """Load and validate ``directory`` off the event loop's thread; -> a snapshot ready to
     swap in. Raises ``Rejected``; the serving version is untouched either way."""
@@ -202,7 +168,17 @@ async def prepare(state: AppState, directory: Path) -> Serving:
             ctx, _ = await load_context(rt, state.store, user, limit=rt.max_history)
             # No store version: the smoke run must not fill the candidate's per-user caches.
             contexts.append(dataclasses.replace(ctx, version=None))
-        await asyncio.to_thread(smoke, rt, components, contexts, state.experiment, arm_params)
+        try:
+            # Off the serving process while a version serves (service/smoke.py says why);
+            # the first version has no traffic to protect, and starts sooner in-process.
+            if s.smoke_process and state.serving is not None:
+                await smoke_in_child(directory, s, contexts, [
+                    (a.name, a.path, a.params) for a in state.experiment.arms])
+            else:
+                await asyncio.to_thread(smoke, rt, components, contexts, [
+                    (a.name, a.path, arm_params[a.name]) for a in state.experiment.arms])
+        except SmokeFailed as exc:
+            raise Rejected(str(exc)) from None
     except Rejected as exc:
         exc.directory = directory
         raise
