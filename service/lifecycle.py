@@ -2,9 +2,9 @@
 
 A candidate version is loaded in a worker thread while the current one keeps serving, then
 validated, in order: checksums (``versions.verify``), every config rebuilds its model
-(``Runtime.load``), tensor shapes against the configs and the id maps (``check_shapes``), the
-experiment's arms against the new pipelines, and a smoke query through every pipeline for a
-few known users (``service/smoke.py``, in a child process by default). Only then is it
+(``Runtime.load``), tensor shapes against the configs and the id maps (``check_shapes``) and
+finite values (``check_values``), the experiment's arms against the new pipelines, and a
+smoke query through every pipeline for a few known users (``service/smoke.py``, in a child process by default). Only then is it
 swapped in, with one assignment (``AppState.serving``): a request holds the snapshot it
 started with, so in-flight requests finish on the old version.
 
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from models.artifacts.shapes import check_shapes, mismatched_net
+from models.artifacts.shapes import check_shapes, check_values, mismatched_net
 from models.artifacts.versions import (
     CURRENT,
     MANIFEST,
@@ -140,6 +140,9 @@ def load_candidate(directory: Path, settings: Settings) -> tuple[Runtime, Compon
     problems = check_shapes(rt)
     if problems:
         raise Rejected("shapes: " + "; ".join(problems))
+    problems = check_values(rt)
+    if problems:
+        raise Rejected("values: " + "; ".join(problems))
     try:
         return rt, guard(build_components(rt, settings))
     except Exception as exc:

@@ -1,4 +1,5 @@
-"""Shape checks of a loaded version: its tensors against its configs and its id maps.
+"""Shape checks of a loaded version: its tensors against its configs and its id maps, and
+every value finite (``check_values``).
 
 A version can pass its checksums and still not fit together: a net rebuilt for another
 catalog, item vectors from an older build, an index over another model's vectors. Loading does
@@ -68,6 +69,22 @@ def check_shapes(rt: Loaded) -> list[str]:
                                 f"has {n_items} items")
     problems += _index_problems(rt, n_items)
     problems += _cross_problems(rt)
+    return problems
+
+
+def check_values(rt: Loaded) -> list[str]:
+    """Every weight or array holding NaN or an infinity, as "<file>: <tensor> ..."; a run that
+    diverged writes such a checkpoint, and its nets still return valid-looking item lists
+    (ranks, fused by reciprocal rank, hide the NaN scores), so only this check sees it."""
+    problems = []
+    for stem, model in sorted(rt.nets.items()):
+        for name, t in model.state_dict().items():
+            if t.is_floating_point() and not bool(t.isfinite().all()):
+                problems.append(f"{stem}.safetensors: {name} holds NaN or infinite values")
+    for stem, arrays in sorted(rt.arrays.items()):
+        for key, arr in sorted(arrays.items()):
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                problems.append(f"{stem}.safetensors: {key} holds NaN or infinite values")
     return problems
 
 
