@@ -4,8 +4,8 @@ A candidate version is loaded in a worker thread while the current one keeps ser
 validated, in order: checksums (``versions.verify``), every config rebuilds its model
 (``Runtime.load``), tensor shapes against the configs and the id maps (``check_shapes``) and
 finite values (``check_values``), the experiment's arms against the new pipelines, and a
-smoke query through every pipeline for a few known users (``service/smoke.py``, in a child
-process by default). Only then is it swapped in, with one assignment (``AppState.serving``):
+smoke query through every pipeline for a few known users (``service/smoke.py``, optionally in a
+child process). Only then is it swapped in, with one assignment (``AppState.serving``):
 a request holds the snapshot it started with, so in-flight requests finish on the old version.
 
 A rejected version is logged, counted (``MODEL_RELOADS{result="rejected"}``), shown by

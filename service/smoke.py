@@ -2,13 +2,15 @@
 experiment arm's params for the first), must give ``SMOKE_K`` valid, distinct, unblocked items
 with no NaN score.
 
-By default it runs in a child process (``python -m service.smoke``, at the lowest CPU
-priority), not in the serving one: the smoke runs cost a few hundred ms of Python and torch
-work on a loaded 2-core machine, and run on a thread of the serving process they compete with
-the compute lane for the GIL right before the swap, which is when the serving p99 rose.
-The child rebuilds the version from its files and the contexts from plain lists (no pickling,
-so a new version's objects never cross processes); the verdict comes back as one JSON line.
-``GENREC_SMOKE_PROCESS=false`` runs it on a worker thread of the serving process instead.
+It runs on a worker thread of the serving process, or with ``GENREC_SMOKE_PROCESS=true`` in
+a child process (``python -m service.smoke``, at the lowest CPU priority): the smoke runs cost
+a few hundred ms of Python and torch work, and on a thread they compete with the compute lane
+for the GIL right before the swap (the lane's batches ran 2-3x slower then, measured). The
+child rebuilds the version from its files and the contexts from plain lists (no pickling, so
+a new version's objects never cross processes); the verdict comes back as one JSON line. On
+2 cores the child did not lower the swap-window p99 (the cores, not the GIL, are what is
+short there) and adds its ~300 MB while it runs, so it is off by default; it is meant for
+replicas with a spare core.
 """
 
 from __future__ import annotations
