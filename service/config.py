@@ -69,11 +69,6 @@ class Settings(BaseSettings, EngineSettings):
     # are run through every pipeline before a new version may serve.
     reload_poll_s: float = Field(2.0, ge=0, le=3_600, allow_inf_nan=False)
     smoke_users: int = Field(3, ge=1, le=100)
-    # true: the smoke query of a new version runs in a child process at the lowest CPU
-    # priority (service/smoke.py), off the serving process's GIL. Off by default: on 2 cores
-    # it made the swap-window p99 no better (140-296 ms against 180-205 ms in-process at 50
-    # rps) and the swap 2-3 s longer, and the child adds ~300 MB during a swap.
-    smoke_process: bool = False
 
     # Experiment state shared by replicas (Redis backend): polled this often.
     experiment_sync_s: float = Field(1.0, gt=0, le=3_600, allow_inf_nan=False)

@@ -4,9 +4,9 @@ A candidate version is loaded in a worker thread while the current one keeps ser
 validated, in order: checksums (``versions.verify``), every config rebuilds its model
 (``Runtime.load``), tensor shapes against the configs and the id maps (``check_shapes``) and
 finite values (``check_values``), the experiment's arms against the new pipelines, and a
-smoke query through every pipeline for a few known users (``service/smoke.py``, optionally in a
-child process). Only then is it swapped in, with one assignment (``AppState.serving``):
-a request holds the snapshot it started with, so in-flight requests finish on the old version.
+smoke query through every pipeline for a few known users (``service/smoke.py``). Only then
+is it swapped in, with one assignment (``AppState.serving``): a request holds the snapshot it
+started with, so in-flight requests finish on the old version.
 
 A rejected version is logged, counted (``MODEL_RELOADS{result="rejected"}``), shown by
 ``GET /admin/models`` and remembered, so the watch on ``current`` does not retry it; the old
@@ -45,7 +45,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
-from service.smoke import SmokeFailed, smoke, smoke_in_child, smoke_users
+from service.smoke import SmokeFailed, smoke, smoke_users
 from service.state import AppState, Rejection, Serving
 from service.user_context import load_context
 
@@ -172,14 +172,8 @@ async def prepare(state: AppState, directory: Path) -> Serving:
             # No store version: the smoke run must not fill the candidate's per-user caches.
             contexts.append(dataclasses.replace(ctx, version=None))
         try:
-            # Off the serving process while a version serves (service/smoke.py says why);
-            # the first version has no traffic to protect, and starts sooner in-process.
-            if s.smoke_process and state.serving is not None:
-                await smoke_in_child(directory, s, contexts, [
-                    (a.name, a.path, a.params) for a in state.experiment.arms])
-            else:
-                await asyncio.to_thread(smoke, rt, components, contexts, [
-                    (a.name, a.path, arm_params[a.name]) for a in state.experiment.arms])
+            await asyncio.to_thread(smoke, rt, components, contexts, [
+                (a.name, a.path, arm_params[a.name]) for a in state.experiment.arms])
         except SmokeFailed as exc:
             raise Rejected(str(exc)) from None
     except Rejected as exc:

@@ -153,10 +153,9 @@ async def until(predicate: Callable[[], Any], timeout_s: float = 30.0) -> None:
 # --- tests -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("smoke_process", [False, True])  # the smoke on a thread / a child
-async def test_watch_picks_up_a_new_version(root: Path, smoke_process: bool) -> None:
+async def test_watch_picks_up_a_new_version(root: Path) -> None:
     old = current_version(root)
-    async with running(settings(root, reload_poll_s=POLL_S, smoke_process=smoke_process)) as c:
+    async with running(settings(root, reload_poll_s=POLL_S)) as c:
         before = await models(c)
         assert before["version"] == old.name and before["reloading"] is False
         assert [v["version"] for v in before["versions"]] == [old.name]
