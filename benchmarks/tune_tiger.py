@@ -12,8 +12,9 @@ each variant overrides groups of it (``VARIANTS``). Only the validation split is
   python benchmarks/tune_tiger.py --dataset beauty --profile full --device cuda --mode quick
 
 ``--base``: an artifacts directory of the same dataset whose two-tower item vectors to use
-(the collaborative source); without it the default two-tower is trained first (CPU, ~90 s on
-Beauty). ``--mode quick`` (meant to fit 9 min on one H200 for Beauty) runs the recommended variants
+(the collaborative source; ``--collab sasrec`` reads SASRec's item table there instead);
+without it the default two-tower is trained first (CPU, ~90 s on Beauty).
+``--mode quick`` (meant to fit 9 min on one H200 for Beauty) runs the recommended variants
 (``QUICK``) with 20 epochs, evaluated on 4,000 validation users; ``full`` runs every variant
 with the profile's epochs on every validation user. ``--budget S`` stops a CPU
 variant after the first epoch that ends past S seconds of training (epochs are then counted
@@ -38,10 +39,12 @@ import torch
 from safetensors.numpy import load_file
 
 from index.semantic_ids import SemanticIds
+from models.artifacts.checkpoint import load_model
 from models.build.classic import build_two_tower
 from models.build.generative import item_embedding_source, semantic_ids_from
 from models.build.job import BuildJob
 from models.build.profiles import profile
+from models.build.retrieval import build_retriever
 from models.data import leave_one_out, load_dataset
 from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
 from models.nets.rqvae import RQVAE, RQVAEConfig
@@ -187,12 +190,40 @@ def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: 
             "curve": curve}
 
 
+def train_collaborative(args: argparse.Namespace, ds: Any, split: Any) -> np.ndarray:
+    """(n_items, d) item vectors of ``args.collab`` trained here with the profile's settings
+    (the two-tower on the CPU as before; a sequential retriever on ``--device``, its best
+    validation epoch kept as in the build)."""
+    prof = profile(args.profile)
+    group = f"{args.collab}_train"
+    if args.collab_epochs:
+        prof = prof.model_copy(update={"groups": {
+            **prof.groups, group: {**prof.params(group), "epochs": args.collab_epochs}}})
+    with tempfile.TemporaryDirectory() as tmp:
+        job = BuildJob(ds=ds, split=split, seed=args.seed, progress=False, profile=prof,
+                       out=Path(tmp), device="cpu" if args.collab == "two_tower" else args.device)
+        if args.collab == "two_tower":
+            build_two_tower(job, component("two_tower"))
+            return job.item_vectors()
+        t = time.perf_counter()
+        report = build_retriever(job, component(args.collab))
+        print(f"{args.collab}: {time.perf_counter() - t:.0f} s, kept epoch "
+              f"{report.get('selected_epoch')}", flush=True)
+        net = load_model(Path(tmp), args.collab)
+        return net.item_vectors().detach().float().numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--profile", default="default")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--base", type=Path, help="artifacts directory with two-tower vectors")
+    ap.add_argument("--collab", default="two_tower",
+                    help="the collaborative vectors: two_tower, or a sequential retriever's "
+                         "item table (sasrec, hstu_retrieval), read from --base or trained")
+    ap.add_argument("--collab-epochs", type=int,
+                    help="epochs of the retriever trained for --collab when there is no --base")
     ap.add_argument("--cache", type=Path, default=Path("artifacts/.cache"))
     ap.add_argument("--mode", choices=("quick", "full"), default="quick")
     ap.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)}")
@@ -220,15 +251,14 @@ def main() -> None:
 
     def collaborative() -> np.ndarray:
         if "x" not in collab:
-            if args.base is not None:
+            if args.base is not None and args.collab != "two_tower":
+                net = load_model(args.base, args.collab)  # SASRec / HSTU: item_vectors()
+                collab["x"] = net.item_vectors().detach().float().numpy()
+            elif args.base is not None:
                 path = args.base / "item_embeddings.safetensors"
                 collab["x"] = load_file(str(path))["two_tower"]
             else:
-                with tempfile.TemporaryDirectory() as tmp:
-                    job = BuildJob(ds=ds, split=split, seed=args.seed, progress=False,
-                                   profile=profile(args.profile), out=Path(tmp))
-                    build_two_tower(job, component("two_tower"))
-                    collab["x"] = job.item_vectors()
+                collab["x"] = train_collaborative(args, ds, split)
         return collab["x"]
 
     def x_of(source: str) -> tuple[str, np.ndarray]:

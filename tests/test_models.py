@@ -325,3 +325,35 @@ def test_registry_is_extensible(tmp_path) -> None:
         MODEL_REGISTRY.pop("tiny_test")
     with pytest.raises(KeyError):
         load_model(tmp_path, "tiny")
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_attention_unit_equals_the_concatenated_form(softmax: bool) -> None:
+    """DIN's activation unit (shared with TDM's scorer) computes its first layer in split
+    form; it must equal the paper's Linear on [h, t, h - t, h * t] for every (target, item)
+    pair, masked sum or softmax over the valid history."""
+    from models.nets.din import PReLU, attend_targets
+
+    torch.manual_seed(3)
+    b, k, n_hist, d, h1 = 3, 5, 7, 4, 6
+    att_in = torch.nn.Linear(4 * d, h1)
+    att_rest = torch.nn.Sequential(PReLU(h1), torch.nn.Linear(h1, 1))
+    with torch.no_grad():
+        att_rest[0].alpha.uniform_(0.1, 0.5)
+    hist, target = torch.randn(b, n_hist, d), torch.randn(b, k, d)
+    mask = torch.rand(b, n_hist) > 0.3
+    mask[0] = False  # an all-padding history gives a zero interest vector, not NaN
+    w_h, _, w_d, _ = att_in.weight.split(d, dim=1)
+    got = attend_targets(att_in, att_rest, hist, mask, hist @ (w_h + w_d).T, target, softmax)
+
+    h = hist[:, None].expand(b, k, n_hist, d)
+    t = target[:, :, None].expand(b, k, n_hist, d)
+    scores = att_rest(att_in(torch.cat([h, t, h - t, h * t], dim=-1))).squeeze(-1)
+    m = mask[:, None].expand_as(scores)
+    if softmax:
+        weights = torch.where(m, scores, torch.tensor(-torch.inf)).softmax(-1).nan_to_num(0.0)
+    else:
+        weights = scores * m
+    want = weights @ hist
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.all(got[0] == 0)
