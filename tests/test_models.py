@@ -327,15 +327,16 @@ def test_registry_is_extensible(tmp_path) -> None:
         load_model(tmp_path, "tiny")
 
 
+@pytest.mark.parametrize("k", [5, 9])  # fewer / more targets than h1: both forms
 @pytest.mark.parametrize("softmax", [False, True])
-def test_attention_unit_equals_the_concatenated_form(softmax: bool) -> None:
+def test_attention_unit_equals_the_concatenated_form(softmax: bool, k: int) -> None:
     """DIN's activation unit (shared with TDM's scorer) computes its first layer in split
     form; it must equal the paper's Linear on [h, t, h - t, h * t] for every (target, item)
     pair, masked sum or softmax over the valid history."""
     from models.nets.din import PReLU, attend_targets
 
     torch.manual_seed(3)
-    b, k, n_hist, d, h1 = 3, 5, 7, 4, 6
+    b, n_hist, d, h1 = 3, 7, 4, 6
     att_in = torch.nn.Linear(4 * d, h1)
     att_rest = torch.nn.Sequential(PReLU(h1), torch.nn.Linear(h1, 1))
     with torch.no_grad():

@@ -19,6 +19,11 @@ from models.engine.recall import Answer, empty
 from models.nets.features import pad_histories
 from models.nets.tdm import node_score_fn
 
+# Users per scorer pass are bounded by the elements of its (users, nodes, history, h1)
+# attention input: past a few MB it leaves the CPU's cache, and one pass of 8 users (200
+# nodes, 20 items of history) cost 1.9x four passes of 2 on ml-100k (docs/benchmarks.md).
+PASS_ELEMENTS = 1 << 19
+
 
 class TDMRecall:
     name = "tdm"
@@ -43,11 +48,12 @@ class TDMRecall:
         return items.astype(np.int64), scores.astype(np.float32)
 
     def recall_batch(self, contexts: Sequence[UserContext], k: int,
-                     users_per_pass: int = 64) -> list[Answer]:
+                     users_per_pass: int | None = None) -> list[Answer]:
         """``recall`` for each context, the levels' node scores computed for
-        ``users_per_pass`` users per forward pass. The same search; scores may differ from
-        one-user passes in the last float bits (another summation order), so near-tied nodes
-        may swap."""
+        ``users_per_pass`` users per forward pass (default: as many as keep the scorer's
+        (users, nodes, history, h1) attention input within ``PASS_ELEMENTS``). The same
+        search; scores may differ from one-user passes in the last float bits (another
+        summation order), so near-tied nodes may swap."""
         out: list[Answer] = [empty() for _ in contexts]
         warm = [i for i, ctx in enumerate(contexts) if not ctx.cold]
         if not warm:
@@ -67,8 +73,10 @@ class TDMRecall:
             users, first, counts = np.unique(rows, return_index=True, return_counts=True)
             out_s = np.empty(len(rows), np.float32)
             order = np.argsort(rank[users], kind="stable")
-            for lo in range(0, len(order), users_per_pass):
-                part = order[lo:lo + users_per_pass]  # positions into ``users``
+            per_user = int(counts.max()) * cfg.max_history * cfg.attention_hidden[0]
+            step = users_per_pass or max(1, PASS_ELEMENTS // per_user)
+            for lo in range(0, len(order), step):
+                part = order[lo:lo + step]  # positions into ``users``
                 width = int(counts[part].max())
                 # (u, width) node ids, each user's nodes in their given order, padded with
                 # node 0 (scored, then dropped); (u, L) histories right-aligned, left-padded
