@@ -144,6 +144,9 @@ class _Beam:
                  blocked: Iterable[int] | np.ndarray | None) -> None:
         self.tree, self.k, self.width = tree, k, max(beam, k)
         self.dead = dead_nodes(tree, blocked)
+        # (n_nodes,) bool: a lookup per candidate instead of np.isin's sort at every level.
+        self.is_dead = np.zeros(len(tree.node_item), dtype=bool)
+        self.is_dead[self.dead] = True
         self.start_level = tree.first_level_with(self.width)
         top = tree.level_start[self.start_level]
         shallow = np.flatnonzero(tree.node_item[:top] >= 0)  # leaves above the start level
@@ -157,7 +160,7 @@ class _Beam:
     def prune(self) -> None:
         """Drop candidates all of whose leaves are blocked: they never take a beam slot."""
         if len(self.dead) and len(self.cand):
-            self.cand = self.cand[~np.isin(self.cand, self.dead, assume_unique=True)]
+            self.cand = self.cand[~self.is_dead[self.cand]]
 
     def advance(self, s: np.ndarray) -> None:
         """``s`` (M,) float32 scores of ``cand`` -> leaves to the pool, the top ``width``
