@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.engine.core.batch import Call, run_batch
 from models.engine.core.context import UserContext
 from models.engine.core.runtime import Runtime
 from models.engine.factory import Components
@@ -35,24 +36,30 @@ def smoke_users(rt: Runtime, n: int) -> list[str]:
 
 def smoke(rt: Runtime, components: Components, contexts: list[UserContext],
           arms: Sequence[Arm]) -> None:
-    """Raises ``SmokeFailed`` at the first pipeline run that fails the check above."""
+    """Raises ``SmokeFailed`` at the first pipeline run that fails the check above.
+
+    Every run goes through ``run_batch`` at once, as a micro-batch of concurrent requests is
+    served (one batched model pass per stage and path): about half the CPU of one run at a
+    time, which the serving requests share during a swap."""
+    runs: list[tuple[str, Call]] = []
     for path, pipeline in sorted(components.pipelines.items()):
-        runs = [(ctx, None, "") for ctx in contexts]
-        runs += [(contexts[0], params, f" (arm {name!r})")
-                 for name, arm_path, params in arms if arm_path == path and contexts]
-        for ctx, params, arm in runs:
+        for ctx, params, arm in [(ctx, None, "") for ctx in contexts] + [
+                (contexts[0], params, f" (arm {name!r})")
+                for name, arm_path, params in arms if arm_path == path and contexts]:
             where = f"smoke: path {path!r}{arm}, user {ctx.user_id!r}"
-            try:
-                result = pipeline.run(ctx, SMOKE_K, params)
-            except Exception as exc:
-                raise SmokeFailed(f"{where}: {type(exc).__name__}: {exc}") from None
-            ids = np.asarray(result.items)
-            want = min(SMOKE_K, rt.n_items - len(ctx.blocked))
-            problem = (f"{len(ids)} items, expected {want}" if len(ids) != want
-                       else "item ids out of range" if ((ids < 0) | (ids >= rt.n_items)).any()
-                       else "duplicate items" if len(set(ids.tolist())) != len(ids)
-                       else "a consumed or excluded item" if ctx.blocked & set(ids.tolist())
-                       else "NaN scores" if np.isnan(np.asarray(result.scores)).any()
-                       else None)
-            if problem:
-                raise SmokeFailed(f"{where}: {problem}")
+            runs.append((where, Call(pipeline, ctx, SMOKE_K, params)))
+    results = run_batch([call for _, call in runs])
+    for (where, call), result in zip(runs, results, strict=True):
+        if isinstance(result, Exception):
+            raise SmokeFailed(f"{where}: {type(result).__name__}: {result}")
+        ctx = call.ctx
+        ids = np.asarray(result.items)
+        want = min(SMOKE_K, rt.n_items - len(ctx.blocked))
+        problem = (f"{len(ids)} items, expected {want}" if len(ids) != want
+                   else "item ids out of range" if ((ids < 0) | (ids >= rt.n_items)).any()
+                   else "duplicate items" if len(set(ids.tolist())) != len(ids)
+                   else "a consumed or excluded item" if ctx.blocked & set(ids.tolist())
+                   else "NaN scores" if np.isnan(np.asarray(result.scores)).any()
+                   else None)
+        if problem:
+            raise SmokeFailed(f"{where}: {problem}")
