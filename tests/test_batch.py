@@ -88,6 +88,22 @@ def test_sequential_recall_batch_is_the_one_user_search(setup) -> None:
                 assert np.array_equal(ids, one_ids), name
 
 
+@pytest.mark.parametrize("users_per_pass", [1, 3, None, 64])
+def test_tdm_recall_batch_is_the_one_user_search(setup, users_per_pass: int | None) -> None:
+    """However the users are split into scorer passes (one each, passes that cut across
+    length groups, the element-bounded default, all at once), each user gets the one-user
+    beam search's answer."""
+    rt, contexts = setup
+    src = build_components(rt, EngineSettings()).recall["tdm"]
+    got = src.recall_batch(contexts, 20, users_per_pass=users_per_pass)
+    for ctx, (ids, scores) in zip(contexts, got, strict=True):
+        one_ids, one_scores = src.recall(ctx, 20)
+        assert len(ids) == len(one_ids) and not (set(ids.tolist()) & ctx.blocked)
+        np.testing.assert_allclose(scores, one_scores, rtol=0, atol=score_tol(one_scores))
+        if not _near_ties(one_scores):
+            assert np.array_equal(ids, one_ids)
+
+
 def _explained_by_ties(comp, call: Call) -> bool:
     """Whether a batched pass could legitimately order ``call``'s candidates otherwise: a
     batched source's answer or the ranker's scores hold a near-tie."""
