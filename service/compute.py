@@ -14,6 +14,12 @@ result the unbatched one); other calls (/recall, /rank) run one by one, in arriv
 Under load the queue fills while a batch computes, so batches form without any wait; the
 wait only buys bigger batches at moderate load, for latency.
 
+Background work (``run_background``: the load and smoke query of a candidate version, in
+steps of tens of ms) runs on the same thread, between batches, only once no request is
+queued ahead of it. On a worker thread beside the lane, the same Python work held the GIL
+that every torch call of the lane must take back, and the lane ran 2-3x slower for the whole
+swap; here a request waits at most for the one step that is running.
+
 A call still queued when its request's deadline (``deadline_s`` after the request started)
 has passed is dropped before its model work starts and answered 503 (``DeadlinePassed``): its
 client has most likely given up, and computing it would only delay the calls behind it. A
@@ -26,10 +32,12 @@ time, and a batch needs every queued job at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +46,12 @@ from models.engine.core.pipeline import PipelineResult
 from service import metrics
 
 T = TypeVar("T")
+
+
+_WAKE = object()  # queued when background work is added: the lane looks at it when idle
+# A background step that has waited this long runs even with requests queued, so a lane that
+# never empties (past capacity) still completes a swap.
+BACKGROUND_MAX_WAIT_S = 0.25
 
 
 class DeadlinePassed(Exception):
@@ -69,7 +83,9 @@ class ComputeLane:
         self.deadline_s = deadline_s
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | object | None] = queue.SimpleQueue()
+        self._background: collections.deque[tuple[Callable[[], Any], Future, float]] = \
+            collections.deque()
         self._thread = threading.Thread(target=self._serve, name="genrec-compute", daemon=True)
         self._thread.start()
 
@@ -89,23 +105,57 @@ class ComputeLane:
         self._queue.put(job)
         return await job.future
 
+    def run_background(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the lane's thread once no request waits; blocks the calling thread
+        (never the event loop's) until it has run, and returns or raises what ``fn`` did."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        done: Future = Future()
+        self._background.append((fn, done, time.perf_counter()))
+        self._queue.put(_WAKE)
+        return done.result()
+
     def close(self) -> None:
         self._queue.put(None)
 
     def _serve(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = self._collect(first)
-            self._run(batch)
-            if stop:
-                return
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                if first is _WAKE:
+                    self._background_step()
+                    continue
+                batch, stop, woken = self._collect(first)
+                self._run(batch)
+                if woken:  # background work waits behind what is queued now
+                    self._queue.put(_WAKE)
+                if stop:
+                    return
+        finally:
+            while self._background:
+                self._background.popleft()[1].set_exception(RuntimeError("lane closed"))
 
-    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+    def _background_step(self) -> None:
+        """One background job, unless requests arrived meanwhile: then they go first."""
+        if not self._background:
+            return
+        fn, done, queued = self._background[0]
+        if not self._queue.empty() and time.perf_counter() - queued < BACKGROUND_MAX_WAIT_S:
+            self._queue.put(_WAKE)
+            return
+        self._background.popleft()
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - raised in the waiting thread
+            done.set_exception(exc)
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool, bool]:
         """``first`` + every queued job, waiting up to ``batch_wait_s`` for more, at most
-        ``batch_max`` -> (jobs, whether close() was called)."""
-        batch, until = [first], time.perf_counter() + self.batch_wait_s
+        ``batch_max`` -> (jobs, whether close() was called, whether background work woke
+        the lane meanwhile)."""
+        batch, until, woken = [first], time.perf_counter() + self.batch_wait_s, False
         while len(batch) < self.batch_max:
             try:
                 job = self._queue.get_nowait()
@@ -118,9 +168,12 @@ class ComputeLane:
                 except queue.Empty:
                     break
             if job is None:
-                return batch, True
+                return batch, True, woken
+            if job is _WAKE:
+                woken = True
+                continue
             batch.append(job)
-        return batch, False
+        return batch, False, woken
 
     def _run(self, batch: list[_Job]) -> None:
         """Plain jobs one by one in order, then the pipeline runs as one batch; each job's

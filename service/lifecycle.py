@@ -45,7 +45,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
-from service.smoke import SmokeFailed, smoke, smoke_users
+from service.smoke import SmokeFailed, Step, smoke, smoke_users
 from service.state import AppState, Rejection, Serving
 from service.user_context import load_context
 
@@ -120,9 +120,14 @@ def check_arms(experiment: Experiment, pipelines: Mapping[str, Pipeline]
 # --- one candidate ------------------------------------------------------------------------
 
 
-def load_candidate(directory: Path, settings: Settings) -> tuple[Runtime, Components]:
+def load_candidate(directory: Path, settings: Settings, step: Step | None = None
+                   ) -> tuple[Runtime, Components]:
     """Checksums, load, shapes, wiring: everything that needs no store. Runs in a worker
-    thread; raises ``Rejected`` naming the file or component."""
+    thread; raises ``Rejected`` naming the file or component. ``step(fn)`` runs each piece
+    of Python-heavy work (one component's load, the checks, the wiring): the service passes
+    its compute lane's ``run_background``, so requests never share the GIL with them; the
+    checksums stay on the worker thread (hashing and file reads release the GIL)."""
+    run: Step = step or (lambda fn: fn())
     try:
         manifest = orjson.loads((directory / MANIFEST).read_bytes())
     except (OSError, ValueError) as exc:
@@ -134,17 +139,17 @@ def load_candidate(directory: Path, settings: Settings) -> tuple[Runtime, Compon
     else:  # the layout before versions listed no files: nothing to check against
         log.warning("%s: manifest lists no files, checksums not verified", directory)
     try:
-        rt = Runtime.load(directory, settings.hnsw_ef_search)
+        rt = Runtime.load(directory, settings.hnsw_ef_search, step=step)
     except Exception as exc:
         raise Rejected(f"load: {mismatched_net(directory)}{type(exc).__name__}: {exc}") from None
-    problems = check_shapes(rt)
+    problems = run(lambda: check_shapes(rt))
     if problems:
         raise Rejected("shapes: " + "; ".join(problems))
-    problems = check_values(rt)
+    problems = run(lambda: check_values(rt))
     if problems:
         raise Rejected("values: " + "; ".join(problems))
     try:
-        return rt, guard(build_components(rt, settings))
+        return rt, guard(run(lambda: build_components(rt, settings)))
     except Exception as exc:
         raise Rejected(f"components: {type(exc).__name__}: {exc}") from None
 
@@ -154,7 +159,8 @@ async def prepare(state: AppState, directory: Path) -> Serving:
     swap in. Raises ``Rejected``; the serving version is untouched either way."""
     s = state.settings
     try:
-        rt, components = await asyncio.to_thread(load_candidate, directory, s)
+        lane = state.compute.run_background
+        rt, components = await asyncio.to_thread(load_candidate, directory, s, lane)
         try:
             arm_params = check_arms(state.experiment, components.pipelines)
         except ExperimentConfigError as exc:
@@ -173,7 +179,7 @@ async def prepare(state: AppState, directory: Path) -> Serving:
             contexts.append(dataclasses.replace(ctx, version=None))
         try:
             await asyncio.to_thread(smoke, rt, components, contexts, [
-                (a.name, a.path, arm_params[a.name]) for a in state.experiment.arms])
+                (a.name, a.path, arm_params[a.name]) for a in state.experiment.arms], lane)
         except SmokeFailed as exc:
             raise Rejected(str(exc)) from None
     except Rejected as exc:

@@ -156,3 +156,43 @@ async def test_recommend_past_its_deadline_is_a_503(tiny_artifacts) -> None:
         assert rejections("/recommend") == before + 1
         assert (await client.get("/healthz")).status_code == 200
 
+
+
+async def test_background_work_runs_on_the_lane_after_queued_requests() -> None:
+    """``run_background`` (a candidate version's load and smoke steps) runs on the lane's own
+    thread, hands back its result or its exception, and yields to requests: a step added
+    while one request runs still lets the requests queued behind it (even after the step was
+    added) go first."""
+    import threading
+    import time
+
+    from service.compute import ComputeLane
+
+    lane = ComputeLane(deadline_s=10.0)
+    order: list[str] = []
+
+    def request(name: str) -> None:
+        time.sleep(0.03)
+        order.append(name)
+
+    def step() -> str:
+        order.append("step")
+        return threading.current_thread().name
+
+    def failing_step() -> None:
+        raise ValueError("corrupt")
+
+    now = time.perf_counter()
+    first = asyncio.ensure_future(lane.run(now, request, "r1"))
+    await asyncio.sleep(0.01)  # r1 is running
+    background = asyncio.ensure_future(asyncio.to_thread(lane.run_background, step))
+    await asyncio.sleep(0.005)  # the step waits; r2 and r3 arrive after it
+    queued = [asyncio.ensure_future(lane.run(now, request, n)) for n in ("r2", "r3")]
+    name = await background
+    await asyncio.gather(first, *queued)
+    assert order == ["r1", "r2", "r3", "step"]
+    assert name.startswith("genrec-compute")
+    with pytest.raises(ValueError, match="corrupt"):
+        await asyncio.to_thread(lane.run_background, failing_step)
+    assert await lane.run(time.perf_counter(), lambda: "still serving") == "still serving"
+    lane.close()

@@ -10,6 +10,8 @@ here unpickles, and nothing imports a trainer.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -87,12 +89,15 @@ class Runtime:
 
     @classmethod
     def load(cls, directory: Path, ef_search: int | None = None,
-             manifest: dict | None = None) -> Runtime:
+             manifest: dict | None = None,
+             step: Callable[[Callable[[], None]], None] | None = None) -> Runtime:
         """Load every component present; a missing file of a required one raises
         FileNotFoundError naming it. ``ef_search`` overrides the HNSW indexes' search depth;
         ``manifest`` stands in for a directory still being built (no manifest.json yet).
         ``directory`` is a version or an artifacts root whose ``current`` version is loaded
-        (``models.artifacts.versions.resolve_artifacts``)."""
+        (``models.artifacts.versions.resolve_artifacts``). ``step(load_one)``, when given,
+        runs each component's load (a serving process runs them on its compute lane between
+        requests)."""
         directory = Path(directory) if manifest is not None else resolve_artifacts(directory)
         maps = orjson.loads((directory / ID_MAPS).read_bytes())
         codes = load_file(str(directory / USER_FEATURES))["codes"].astype(np.int64)
@@ -105,7 +110,10 @@ class Runtime:
         partial = bool(manifest.get("partial"))
         for comp in COMPONENTS:
             if _present(directory, comp, partial):
-                rt._load_files(comp.files, ef_search)
+                if step is None:
+                    rt._load_files(comp.files, ef_search)
+                else:
+                    step(functools.partial(rt._load_files, comp.files, ef_search))
                 present.append(comp.name)
         rt.components = frozenset(present)
         return rt
