@@ -86,6 +86,10 @@ class ComputeLane:
         self._queue: queue.SimpleQueue[_Job | object | None] = queue.SimpleQueue()
         self._background: collections.deque[tuple[Callable[[], Any], Future, float]] = \
             collections.deque()
+        # Guards _background against close(): a loader thread that outlives its cancelled
+        # task must get an error, not wait forever on a lane that has stopped.
+        self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._serve, name="genrec-compute", daemon=True)
         self._thread.start()
 
@@ -111,7 +115,10 @@ class ComputeLane:
         if threading.current_thread() is self._thread:
             return fn()
         done: Future = Future()
-        self._background.append((fn, done, time.perf_counter()))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("compute lane closed")
+            self._background.append((fn, done, time.perf_counter()))
         self._queue.put(_WAKE)
         return done.result()
 
@@ -134,8 +141,10 @@ class ComputeLane:
                 if stop:
                     return
         finally:
-            while self._background:
-                self._background.popleft()[1].set_exception(RuntimeError("lane closed"))
+            with self._lock:
+                self._closed = True
+                while self._background:
+                    self._background.popleft()[1].set_exception(RuntimeError("lane closed"))
 
     def _background_step(self) -> None:
         """One background job, unless requests arrived meanwhile: then they go first."""
@@ -150,6 +159,8 @@ class ComputeLane:
             done.set_result(fn())
         except BaseException as exc:  # noqa: BLE001 - raised in the waiting thread
             done.set_exception(exc)
+        if self._background:  # a batch may have taken the token of the next job: one more
+            self._queue.put(_WAKE)
 
     def _collect(self, first: _Job) -> tuple[list[_Job], bool, bool]:
         """``first`` + every queued job, waiting up to ``batch_wait_s`` for more, at most

@@ -196,3 +196,16 @@ async def test_background_work_runs_on_the_lane_after_queued_requests() -> None:
         await asyncio.to_thread(lane.run_background, failing_step)
     assert await lane.run(time.perf_counter(), lambda: "still serving") == "still serving"
     lane.close()
+
+
+async def test_background_work_after_close_fails_at_once() -> None:
+    """A loader thread that outlives its cancelled task gets an error from a closed lane, not
+    a wait that never ends (and would hold the process's shutdown)."""
+    from service.compute import ComputeLane
+
+    lane = ComputeLane(deadline_s=10.0)
+    assert await asyncio.to_thread(lane.run_background, lambda: 7) == 7
+    lane.close()
+    lane._thread.join(timeout=5)
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(asyncio.to_thread(lane.run_background, lambda: 8), timeout=5)
