@@ -18,7 +18,8 @@ Background work (``run_background``: the load and smoke query of a candidate ver
 steps of tens of ms) runs on the same thread, between batches, only once no request is
 queued ahead of it. On a worker thread beside the lane, the same Python work held the GIL
 that every torch call of the lane must take back, and the lane ran 2-3x slower for the whole
-swap; here a request waits at most for the one step that is running.
+swap; here a request waits at most for the one step that is running (a step deferred for
+``BACKGROUND_MAX_WAIT_S`` runs even with requests queued, so a saturated lane still swaps).
 
 A call still queued when its request's deadline (``deadline_s`` after the request started)
 has passed is dropped before its model work starts and answered 503 (``DeadlinePassed``): its
@@ -90,6 +91,10 @@ class ComputeLane:
         # task must get an error, not wait forever on a lane that has stopped.
         self._lock = threading.Lock()
         self._closed = False
+        # Requests put in the queue and taken from it; each has one writer (the event loop's
+        # thread, the lane's), so their difference is the requests waiting, without a lock.
+        self._submitted = 0
+        self._taken = 0
         self._thread = threading.Thread(target=self._serve, name="genrec-compute", daemon=True)
         self._thread.start()
 
@@ -106,6 +111,7 @@ class ComputeLane:
     async def _submit(self, started: float, work: Call | tuple) -> Any:
         loop = asyncio.get_running_loop()
         job = _Job(work, started + self.deadline_s, loop.create_future(), loop)
+        self._submitted += 1
         self._queue.put(job)
         return await job.future
 
@@ -134,6 +140,7 @@ class ComputeLane:
                 if first is _WAKE:
                     self._background_step()
                     continue
+                self._taken += 1
                 batch, stop, woken = self._collect(first)
                 self._run(batch)
                 if woken:  # background work waits behind what is queued now
@@ -151,7 +158,8 @@ class ComputeLane:
         if not self._background:
             return
         fn, done, queued = self._background[0]
-        if not self._queue.empty() and time.perf_counter() - queued < BACKGROUND_MAX_WAIT_S:
+        waiting = self._submitted - self._taken  # requests only, not other wake tokens
+        if waiting > 0 and time.perf_counter() - queued < BACKGROUND_MAX_WAIT_S:
             self._queue.put(_WAKE)
             return
         self._background.popleft()
@@ -183,6 +191,7 @@ class ComputeLane:
             if job is _WAKE:
                 woken = True
                 continue
+            self._taken += 1
             batch.append(job)
         return batch, False, woken
 

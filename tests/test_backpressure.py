@@ -170,9 +170,12 @@ async def test_background_work_runs_on_the_lane_after_queued_requests() -> None:
 
     lane = ComputeLane(deadline_s=10.0)
     order: list[str] = []
+    running, release = threading.Event(), threading.Event()
 
     def request(name: str) -> None:
-        time.sleep(0.03)
+        if name == "r1":
+            running.set()
+            release.wait(5)  # holds the lane until r2 and r3 wait behind the step
         order.append(name)
 
     def step() -> str:
@@ -184,10 +187,15 @@ async def test_background_work_runs_on_the_lane_after_queued_requests() -> None:
 
     now = time.perf_counter()
     first = asyncio.ensure_future(lane.run(now, request, "r1"))
-    await asyncio.sleep(0.01)  # r1 is running
+    assert await asyncio.to_thread(running.wait, 5)  # r1 runs: the lane is busy
     background = asyncio.ensure_future(asyncio.to_thread(lane.run_background, step))
-    await asyncio.sleep(0.005)  # the step waits; r2 and r3 arrive after it
+    for _ in range(500):  # until the step's wake token is the one thing queued
+        if lane._background and lane._queue.qsize() == 1:
+            break
+        await asyncio.sleep(0.001)
     queued = [asyncio.ensure_future(lane.run(now, request, n)) for n in ("r2", "r3")]
+    await asyncio.sleep(0.01)  # r2 and r3 are in the queue, after the step's token
+    release.set()
     name = await background
     await asyncio.gather(first, *queued)
     assert order == ["r1", "r2", "r3", "step"]
