@@ -45,7 +45,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import InvalidFieldError
 from service.experiments import Experiment, ExperimentConfigError
-from service.smoke import SmokeFailed, Step, smoke, smoke_users
+from service.smoke import SmokeFailed, Step, inline, smoke, smoke_users
 from service.state import AppState, Rejection, Serving
 from service.user_context import load_context
 
@@ -127,7 +127,7 @@ def load_candidate(directory: Path, settings: Settings, step: Step | None = None
     of Python-heavy work (one component's load, the checks, the wiring): the service passes
     its compute lane's ``run_background``, so requests never share the GIL with them; the
     checksums stay on the worker thread (hashing and file reads release the GIL)."""
-    run: Step = step or (lambda fn: fn())
+    run: Step = step or inline
     try:
         manifest = orjson.loads((directory / MANIFEST).read_bytes())
     except (OSError, ValueError) as exc:

@@ -25,6 +25,11 @@ Arm = tuple[str, str, Mapping[str, Any]]  # (arm name, path, checked params)
 Step = Callable[[Callable[[], Any]], Any]  # runs one piece of a candidate's work, -> its result
 
 
+def inline(fn: Callable[[], Any]) -> Any:
+    """The default ``Step``: run the piece here, on the calling thread."""
+    return fn()
+
+
 class SmokeFailed(Exception):
     """A pipeline failed the smoke query; the message names the path, arm and user."""
 
@@ -43,7 +48,7 @@ def smoke(rt: Runtime, components: Components, contexts: list[UserContext],
     Each path's runs go through ``run_batch`` at once, as a micro-batch of concurrent
     requests is served (one batched model pass per stage): about half the CPU of one run at a
     time. ``step(fn)`` runs each path's batch (default: here)."""
-    run: Step = step or (lambda fn: fn())
+    run: Step = step or inline
     for path, pipeline in sorted(components.pipelines.items()):
         runs: list[tuple[str, Call]] = []
         for ctx, params, arm in [(ctx, None, "") for ctx in contexts] + [
