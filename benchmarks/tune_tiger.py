@@ -45,11 +45,11 @@ from models.build.generative import item_embedding_source, semantic_ids_from
 from models.build.job import BuildJob
 from models.build.profiles import profile
 from models.build.retrieval import build_retriever
+from models.build.selection import EpochSelector
 from models.data import leave_one_out, load_dataset
-from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
+from models.evaluate.generator import generator_metrics
 from models.nets.rqvae import RQVAE, RQVAEConfig
-from models.nets.tiger import TIGER, TigerConfig, user_bucket
-from models.nets.tiger_decode import generate
+from models.nets.tiger import TIGER, TigerConfig
 from models.registry import component
 from models.train.rqvae import RQVAETrainConfig, train_rqvae
 from models.train.tiger import TigerTrainConfig, train_tiger
@@ -121,27 +121,11 @@ def make_ids(ds: Any, x_of: Any, s: dict[str, dict[str, Any]], seed: int,
 
 
 def evaluate(model: TIGER, sids: SemanticIds, ds: Any, split: Any, beam: int,
-             users: np.ndarray, batch: int = 256) -> dict[str, float]:
+             users: np.ndarray) -> dict[str, float]:
     """Validation figures of TIGER's own list (k = 50) over ``users``."""
-    ranks, bad, n_out = [], 0, 0
-    n = len(sids)
-    for lo in range(0, len(users), batch):
-        us = users[lo : lo + batch]
-        hists = [split.history(int(u), "valid") for u in us]
-        buckets = [user_bucket(ds.users.ids[int(u)], model.cfg.n_user_buckets) for u in us]
-        out = generate(model, sids, [h[-model.cfg.max_history:] for h in hists], buckets,
-                       50, max(50, beam), [h for h in hists])
-        for u, h, (items, _) in zip(us, hists, out, strict=True):
-            n_out += len(items)
-            bad += int(np.sum((items < 0) | (items >= n) | np.isin(items, h))) + \
-                len(items) - len(np.unique(items))
-            hit = np.flatnonzero(items == split.valid_target[int(u)])
-            ranks.append(int(hit[0]) if len(hit) else MISS)
-    r = np.asarray(ranks)
-    return {"HR@10": round(float(hit_rate(r, 10).mean()), 4),
-            "NDCG@10": round(float(ndcg(r, 10).mean()), 4),
-            "HR@50": round(float(hit_rate(r, 50).mean()), 4),
-            "invalid_rate": bad / max(n_out, 1)}
+    m = generator_metrics(model, sids, split, ds.users.ids, users, "valid", beam)
+    return {k: round(v, 4) for k, v in m.items() if k != "NDCG@50"} | {
+        "invalid_rate": m["invalid_rate"]}
 
 
 class Budget(Exception):
@@ -154,7 +138,9 @@ def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: 
     sids, id_stats = make_ids(ds, x_of, s, args.seed, nets)
     torch.manual_seed(args.seed)
     model = TIGER(TigerConfig(radix=sids.radix.tolist(), **s["tiger"])).to(args.device)
-    cfg = TigerTrainConfig(seed=args.seed, **s["tiger_train"])
+    opts = dict(s["tiger_train"])
+    every, n_check = int(opts.pop("select_every", 0)), int(opts.pop("select_users", 1000))
+    cfg = TigerTrainConfig(seed=args.seed, **opts)
     users = split.eval_users("valid")
     if args.users:  # a fixed random subset, the same for every variant
         users = np.sort(np.random.default_rng(0).permutation(users)[: args.users])
@@ -174,12 +160,23 @@ def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: 
         if args.budget and time.perf_counter() - t0 - paused > args.budget:
             raise Budget(e)
 
+    # The build's epoch selection (tiger_train.select_every): its checks count as training.
+    check = np.sort(np.random.default_rng(args.seed).permutation(
+        split.eval_users("valid"))[:n_check])
+    selector = EpochSelector(model, split, ds, every, measure=lambda: generator_metrics(
+        model, sids, split, ds.users.ids, check, "valid", ks=(10,)))
+
+    def hook(e: int) -> None:
+        selector(e)
+        after_epoch(e)
+
     epochs_run = cfg.epochs
     try:
         train_tiger(model, sids, split.train, ds.users.ids, cfg, progress=False,
-                    after_epoch=after_epoch)
+                    after_epoch=hook)
     except Budget as stop:
         epochs_run = int(stop.args[0])
+    selected = selector.restore(epochs_run)
     train_s = time.perf_counter() - t0 - paused
     model.eval()
     t = time.perf_counter()
@@ -187,7 +184,7 @@ def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: 
     return {"variant": name, **res, "train_s": round(train_s, 1), "epochs": epochs_run,
             "eval_s": round(time.perf_counter() - t, 1), **id_stats,
             "tiger": dataclasses.asdict(model.cfg) | {"radix": None}, "train": s["tiger_train"],
-            "curve": curve}
+            "curve": curve, "selected_epoch": selected["selected_epoch"]}
 
 
 def train_collaborative(args: argparse.Namespace, ds: Any, split: Any) -> np.ndarray:

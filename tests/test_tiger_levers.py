@@ -1,6 +1,7 @@
 """TIGER's quality levers: the item-causal encoder trained on whole chunks (every position of a
 chunk equals the one-target forward on its prefix; the chunk cutter covers every target once),
-tied output heads (one table per token, saved and reloaded), and the head-count check."""
+tied output heads (one table per token, saved and reloaded), the head-count check, and the
+generator's own evaluation and epoch selection."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import pytest
 import torch
 
 from models.artifacts.checkpoint import load_model, save_model
-from models.nets.tiger import ANONYMOUS_BUCKET, TigerConfig
+from models.build.selection import EpochSelector
+from models.data.dataset import Split
+from models.evaluate.generator import generator_metrics, generator_ranks
+from models.evaluate.rank_metrics import MISS
+from models.nets.tiger import ANONYMOUS_BUCKET, TigerConfig, user_bucket
 from models.nets.tiger_decode import generate
 from models.train.tiger import TigerTrainConfig, chunk_ends, train_tiger
 from tests.test_tiger import brute_force, random_sids, tensors, tiny
@@ -105,3 +110,68 @@ def test_head_count_must_divide_the_width() -> None:
     with pytest.raises(ValueError, match="nearest valid count is 6"):
         TigerConfig(radix=[4, 4], dim=96, n_heads=7)
     TigerConfig(radix=[4, 4], dim=96, n_heads=6)
+
+
+def _cycle_split(n_items: int = 24, users: int = 30, length: int = 8) -> Split:
+    """Sequences that walk one cycle through every item (no item repeats within a user), so
+    each next item is a function of the last; leave-one-out targets."""
+    rng = np.random.default_rng(1)
+    order = rng.permutation(n_items)
+    nxt = np.empty(n_items, dtype=np.int64)
+    nxt[order] = np.roll(order, -1)
+    seqs = []
+    for _ in range(users):
+        s = [int(rng.integers(n_items))]
+        for _ in range(length - 1):
+            s.append(int(nxt[s[-1]]))
+        seqs.append(np.array(s, dtype=np.int64))
+    return Split(train=[s[:-2] for s in seqs], valid_target=np.array([s[-2] for s in seqs]),
+                 test_target=np.array([s[-1] for s in seqs]), sequences=seqs)
+
+
+@pytest.mark.parametrize("stage", ["valid", "test"])
+def test_generator_ranks_are_each_users_own_beam_search(stage: str) -> None:
+    """Batched evaluation gives, per user, the target's position in that user's own served
+    list (one generate() call per user, history blocked), or MISS; nothing invalid."""
+    sids = random_sids(24, levels=2, size=4, seed=4)
+    split = _cycle_split()
+    model = tiny(sids, dim=16, ff_dim=32, scale=0.5)
+    user_ids = [f"u{i}" for i in range(30)]
+    users = np.arange(30)
+    ranks, invalid = generator_ranks(model, sids, split, user_ids, users, stage, beam=8, k=10,
+                                     batch=7)
+    assert invalid == 0.0
+    target = split.valid_target if stage == "valid" else split.test_target
+    for u in users:
+        h = split.history(int(u), stage)
+        (items, _), = generate(model, sids, [h[-model.cfg.max_history:]],
+                               [user_bucket(user_ids[u], model.cfg.n_user_buckets)], 10, 10, [h])
+        hit = np.flatnonzero(items == target[u])
+        assert ranks[u] == (hit[0] if len(hit) else MISS)
+    assert np.any(ranks != MISS)  # the check can fail: some target is found
+
+
+def test_generator_epoch_selection_restores_the_best_checked_weights() -> None:
+    """The build's epoch selection with the generator's own validation check keeps the best
+    epoch's weights: measuring again gives the selected epoch's figure."""
+    sids = random_sids(24, levels=2, size=4, seed=4)
+    split = _cycle_split()
+    user_ids = [f"u{i}" for i in range(30)]
+    model = tiny(sids, dim=32, ff_dim=64, dropout=0.0, causal=True)
+    users = split.eval_users("valid")
+
+    def measure() -> dict[str, float]:
+        return generator_metrics(model, sids, split, user_ids, users, "valid", beam=8,
+                                 ks=(10,))
+
+    sel = EpochSelector(model, split, None, every=1, measure=measure)
+    cfg = TigerTrainConfig(epochs=4, batch_size=16, lr=5e-3, num_threads=None,
+                           samples_per_epoch=None, max_history=4)
+    train_tiger(model, sids, split.train, user_ids, cfg, progress=False, after_epoch=sel)
+    report = sel.restore(cfg.epochs)
+    checks = report["validation"]
+    assert [c["epoch"] for c in checks] == [1, 2, 3, 4]
+    selected = next(c for c in checks if c["epoch"] == report["selected_epoch"])
+    assert selected["valid_ndcg@10"] == max(c["valid_ndcg@10"] for c in checks)
+    assert abs(measure()["NDCG@10"] - selected["valid_ndcg@10"]) < 1e-4
+    assert not model.training

@@ -30,7 +30,9 @@ from index.semantic_ids import SemanticIds, spread_collisions
 from models.artifacts.checkpoint import save_model
 from models.build.content import content_vectors
 from models.build.job import BuildJob
+from models.build.selection import EpochSelector
 from models.data import Dataset
+from models.evaluate.generator import generator_metrics
 from models.nets.rqvae import RQVAE, RQVAEConfig, code_stats
 from models.nets.tiger import TIGER, TigerConfig
 from models.registry import Component
@@ -123,14 +125,25 @@ def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
 
 
 def build_tiger(job: BuildJob, comp: Component) -> dict[str, Any]:
-    """Train the TIGER generator on the training part over this run's semantic IDs."""
+    """Train the TIGER generator on the training part over this run's semantic IDs. With
+    ``tiger_train.select_every`` E > 0, the generator's own validation NDCG@10 (beam search
+    as served, on ``select_users`` fixed validation users) is checked every E epochs and
+    after the last, and the best epoch's weights are kept, as the retrievers' are."""
     sids = SemanticIds.load(job.out / SEMANTIC_IDS)
     cfg = TigerConfig(radix=[int(r) for r in sids.radix], **job.params("tiger"))
     model = TIGER(cfg).to(torch.device(job.device))
-    train_cfg = TigerTrainConfig(seed=job.seed, **job.params("tiger_train"))
+    opts = job.params("tiger_train")
+    every, n_check = int(opts.pop("select_every", 0)), int(opts.pop("select_users", 1000))
+    train_cfg = TigerTrainConfig(seed=job.seed, **opts)
+    users = job.split.eval_users("valid")
+    users = np.sort(np.random.default_rng(job.seed).permutation(users)[:n_check])
+    selector = EpochSelector(model, job.split, job.ds, every, measure=lambda: generator_metrics(
+        model, sids, job.split, job.ds.users.ids, users, "valid", ks=(10,)))
     job.console.print(f"training [bold]TIGER[/] (semantic-ID generation) on {job.device}")
     losses = train_tiger(model, sids, job.split.train, job.ds.users.ids, train_cfg,
-                         progress=job.progress)
+                         progress=job.progress, after_epoch=selector)
+    selected = selector.restore(train_cfg.epochs)
     save_model(model.cpu().eval(), job.out, "tiger")
     return {"model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
-            "final_loss": round(losses[-1], 4) if losses else None, "device": job.device}
+            "final_loss": round(losses[-1], 4) if losses else None, "device": job.device,
+            **selected}

@@ -52,6 +52,8 @@ EXTRA: dict[str, dict[str, Any]] = {
     "semantic_ids": {"source": Literal["auto", "content", "collaborative", "both"]},
     "tdm": {"branching": int, "beam": int, "jtm_rounds": int,
             "train_levels": Literal["all", "scored"]},
+    # Epochs between validation checks of the generator (0 = off) and the users checked.
+    "tiger_train": {"select_every": int, "select_users": int},
 }
 RETRIEVER_MODEL_EXTRA = {"max_len": int | Literal["auto"]}  # "auto": by mean history length
 RETRIEVER_TRAIN_EXTRA = {"select_every": int}  # epochs between validation checks (0 = off)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,10 +15,14 @@ class EpochSelector:
     """Validation-based epoch selection ("early stopping" without stopping): every
     ``every`` epochs, and after the last one, measure full-ranking validation NDCG@10
     (``models/eval_sequential.py``) and keep a copy of the best weights; ``restore`` loads
-    them. The test split is never read, so test figures stay honest."""
+    them. The test split is never read, so test figures stay honest. ``measure`` replaces
+    the retrievers' full-ranking check (e.g. the generator's beam search): -> at least
+    {"NDCG@10", "HR@10"} on validation."""
 
-    def __init__(self, model: torch.nn.Module, split: Split, ds: Dataset, every: int) -> None:
+    def __init__(self, model: torch.nn.Module, split: Split, ds: Dataset, every: int,
+                 measure: Callable[[], dict[str, float]] | None = None) -> None:
         self.model, self.split, self.ds, self.every = model, split, ds, every
+        self.measure = measure
         self.checks: list[dict[str, float]] = []
         self.best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, 0, None)
 
@@ -26,7 +31,8 @@ class EpochSelector:
             self.check(epoch)
 
     def check(self, epoch: int) -> None:
-        m = sequential_metrics(self.model, self.split, "valid", self.ds.timestamps, ks=(10,))
+        m = self.measure() if self.measure is not None else sequential_metrics(
+            self.model, self.split, "valid", self.ds.timestamps, ks=(10,))
         self.checks.append({"epoch": epoch, "valid_ndcg@10": round(m["NDCG@10"], 5),
                             "valid_hr@10": round(m["HR@10"], 5)})
         if m["NDCG@10"] > self.best[0]:
