@@ -257,3 +257,27 @@ def test_diversity_is_kept_only_for_a_gain_above_min_gain() -> None:
     large = fit_plan(run, quotas, (), rr, c_grid=(20.0,), diversity_grid=(0.0, 0.02, 0.05),
                      min_gain=0.02)
     assert large.diversity == 0.05
+
+
+def test_a_source_fitted_to_weight_zero_leaves_the_plan() -> None:
+    """A start plan (A + B + noise N) beats A alone, so the fit starts from it; coordinate
+    ascent then sets N's weight to 0 (its top items tie with the targets). N must not stay
+    in the plan: it would be called on every request for nothing."""
+    rng = np.random.default_rng(5)
+    lists, pool, targets = [], [], []
+    for u in range(80):
+        items = rng.permutation(400)
+        target = int(items[0])
+        a, b = items[1:31].copy(), items[31:61].copy()
+        (a if u % 2 else b)[0] = target
+        per = {"A": a, "B": b, "N": items[100:130]}
+        lists.append(per)
+        pool.append(union(list(per.values())))
+        targets.append(target)
+    run = PoolRun(["A", "B", "N"], lists, pool, None, np.array(targets))
+    start = FusionPlan({"A": 30, "B": 30, "N": 30}, {"A": 1.0, "B": 1.0, "N": 1.0})
+    plan = fit_plan(run, {"A": 30, "B": 30, "N": 30}, (), None, c_grid=(20.0,),
+                    min_gain=10.0, start=start)
+    assert set(plan.sources) == {"A", "B"}
+    assert all(plan.weights[s] > 0 for s in plan.sources)
+    assert plan.validation["rank"][1] == pytest.approx(1.0)  # every target in the top 10

@@ -14,7 +14,9 @@ The search then runs on matrices, without calling a model again:
    the ranker and once with it; the ranker is kept only when it raises validation NDCG@10 by
    at least ``min_gain`` too (it costs latency on every request, and a smaller gain on a few
    thousand users is noise that need not carry over to the test split).
-3. Both are repeated for each RRF constant ``c``; the best plan wins.
+3. Both are repeated for each RRF constant ``c``; the best plan wins. A source whose weight
+   ended at 0 (and is not required) leaves the plan: it would cost a call per request and
+   add nothing but zero scores to the pool.
 4. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
    best by validation NDCG@10 is kept if it beats no rerank (0) by ``min_gain``.
 
@@ -279,6 +281,11 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         if best is None or val > best[0]:
             best = (val, c, active_names, w_active, w_r, m)
     val, c, active_names, w_active, w_r, m = best
+    keep = [j for j, s in enumerate(active_names) if w_active[j] > 0 or s in required]
+    if len(keep) < len(active_names):  # weight 0: served, its answer thrown away; drop it
+        active_names, w_active = [active_names[j] for j in keep], w_active[keep]
+        m = matrix(run, active_names)
+        val = objective(fused_ranks(m, w_active, w_r, c))
     r, rr = m.recip(c)
     fused = fused_scores(r, w_active, rr, w_r)
     by_div = {}
