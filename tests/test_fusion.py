@@ -281,3 +281,49 @@ def test_a_source_fitted_to_weight_zero_leaves_the_plan() -> None:
     assert set(plan.sources) == {"A", "B"}
     assert all(plan.weights[s] > 0 for s in plan.sources)
     assert plan.validation["rank"][1] == pytest.approx(1.0)  # every target in the top 10
+
+
+class _HelpsAndHurts:
+    """At diversity d > 0, puts the target first for the users in ``helped`` and drops it
+    from the top k for those in ``hurt`` (target ids name users); the fused order otherwise."""
+
+    def __init__(self, helped: set[int], hurt: set[int]) -> None:
+        self.helped, self.hurt = helped, hurt
+
+    def select(self, ids: np.ndarray, scores: np.ndarray, k: int, d: float) -> np.ndarray:
+        order = list(range(len(ids)))
+        if d > 0:
+            first = [j for j in order if int(ids[j]) in self.helped]
+            last = [j for j in order if int(ids[j]) in self.hurt]
+            order = first + [j for j in order if j not in first and j not in last] + last
+        return np.asarray(order[:k])
+
+
+def test_a_rerank_gain_within_its_noise_is_not_kept() -> None:
+    """A rerank that helps 9 users and hurts 3 raises mean NDCG@10 by more than min_gain,
+    but by less than two paired standard errors: it stays off. Helping the same 9 and
+    hurting none is significant and is kept."""
+    run, quotas = _synthetic_run(200, 4, "none")
+    for u, t in enumerate(run.targets):  # a target id of each user's own, so it names the user
+        for arr in (*run.lists[u].values(), run.pool[u]):
+            arr[arr == t] = 1000 + u
+    run.targets = 1000 + np.arange(len(run.targets))
+    good = [int(t) for t, lst in zip(run.targets, run.lists, strict=True) if t in lst["good"]]
+    # Users whose target is reachable but not yet first / already in the top 10.
+    plain = fit_plan(run, quotas, (), None, c_grid=(20.0,))
+    m = matrix(run, list(plain.sources))
+    w = np.array([plain.weights[s] for s in plain.sources])
+    ranks = dict(zip(run.targets.tolist(), fused_ranks(m, w, 0.0, plain.c).tolist(),
+                     strict=True))
+    helped = {t for t in good if ranks[t] >= 3}
+    hurt = {t for t in good if ranks[t] == 0}
+    helped, hurt = set(sorted(helped)[:9]), set(sorted(hurt)[:3])
+    assert len(helped) == 9 and len(hurt) == 3
+    noisy = fit_plan(run, quotas, (), _HelpsAndHurts(helped, hurt), c_grid=(20.0,),
+                     diversity_grid=(0.0, 0.02), min_gain=0.005)
+    v = noisy.validation["rerank"]
+    assert v["0.02"][0] > v["0.0"][0] * 1.005  # above min_gain alone ...
+    assert noisy.diversity == 0.0  # ... but within its noise
+    clear = fit_plan(run, quotas, (), _HelpsAndHurts(helped, set()), c_grid=(20.0,),
+                     diversity_grid=(0.0, 0.02), min_gain=0.005)
+    assert clear.diversity == 0.02

@@ -12,13 +12,14 @@ The search then runs on matrices, without calling a model again:
    added source costs latency on every request.
 2. Ranker. With the active sources fixed, coordinate ascent over their weights, once without
    the ranker and once with it; the ranker is kept only when it raises validation NDCG@10 by
-   at least ``min_gain`` too (it costs latency on every request, and a smaller gain on a few
-   thousand users is noise that need not carry over to the test split).
+   at least ``min_gain`` and by two paired standard errors of the per-user difference
+   (``significant_gain``: it costs latency on every request, and a gain within its noise on
+   a thousand users need not carry over to the test split).
 3. Both are repeated for each RRF constant ``c``; the best plan wins. A source whose weight
    ended at 0 (and is not required) leaves the plan: it would cost a call per request and
    add nothing but zero scores to the pool.
 4. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
-   best by validation NDCG@10 is kept if it beats no rerank (0) by ``min_gain``.
+   best by validation NDCG@10 is kept if it beats no rerank (0) as the ranker must.
 
 Objective: NDCG@10, HR@10 breaking ties. Ties in the fused score are broken by candidate order,
 as served. The test split is never read.
@@ -137,6 +138,19 @@ def fused_scores(r: np.ndarray, w: np.ndarray, rr: np.ndarray, w_ranker: float) 
 
 def objective(ranks: np.ndarray) -> tuple[float, float]:
     return float(ndcg(ranks, K).mean()), float(hit_rate(ranks, K).mean())
+
+
+def significant_gain(new: np.ndarray, base: np.ndarray, min_gain: float, z: float = 2.0
+                     ) -> bool:
+    """Do ranks ``new`` (U,) beat ``base`` (U,) on mean NDCG@K by at least ``min_gain``
+    (relative) and by ``z`` paired standard errors of the per-user difference? A later stage
+    (ranker, rerank) costs latency on every request; a gain smaller than its own noise on a
+    thousand users does not carry over to other users."""
+    a, b = ndcg(new, K), ndcg(base, K)
+    d = a - b  # (U,)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    gain = float(d.mean()) if len(d) else 0.0
+    return gain > 0 and gain >= float(b.mean()) * min_gain and gain >= z * se
 
 
 def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarray:
@@ -276,7 +290,8 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         w_active, w_r, val = tune_weights(m, w[active].copy(), False, c, floors=floors)
         if run.ranker is not None:  # the ranker must earn its cost, like an added source
             ranked = tune_weights(m, w[active].copy(), True, c, floors=floors)
-            if ranked[1] > 0 and ranked[2][0] >= val[0] * (1.0 + min_gain):
+            if ranked[1] > 0 and significant_gain(fused_ranks(m, ranked[0], ranked[1], c),
+                                                  fused_ranks(m, w_active, 0.0, c), min_gain):
                 w_active, w_r, val = ranked
         if best is None or val > best[0]:
             best = (val, c, active_names, w_active, w_r, m)
@@ -288,13 +303,13 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         val = objective(fused_ranks(m, w_active, w_r, c))
     r, rr = m.recip(c)
     fused = fused_scores(r, w_active, rr, w_r)
-    by_div = {}
-    if reranker is not None:
-        by_div = {d: objective(rerank_ranks(m, fused, reranker, d, window))
-                  for d in diversity_grid}
+    ranks_div = {} if reranker is None else {
+        d: rerank_ranks(m, fused, reranker, d, window) for d in diversity_grid}
+    by_div = {d: objective(x) for d, x in ranks_div.items()}
     diversity = max(by_div, key=lambda d: (by_div[d], -d)) if by_div else 0.0
-    if diversity and by_div[diversity][0] < by_div.get(0.0, (0.0,))[0] * (1.0 + min_gain):
-        diversity = 0.0  # a gain within min_gain is noise on a few thousand users, not signal
+    base = ranks_div.get(0.0, target_rank(fused, m))
+    if diversity and not significant_gain(ranks_div[diversity], base, min_gain):
+        diversity = 0.0  # a gain within its noise on a few thousand users is not signal
     weights = {s: float(x) for s, x in zip(active_names, w_active, strict=True)}
     weights[RANKER] = float(w_r)
     validation = {
