@@ -193,22 +193,28 @@ def test_fitted_validation_figures_are_what_the_path_serves(served, tiny_artifac
     assert mismatches <= 2  # float noise in batched ranker scores may swap a near tie
 
 
-def test_start_plan_is_a_floor() -> None:
-    """Sources A and B each hold the target first for half of the users; together they hold
-    it for everyone. With the greedy step switched off (min_gain 10), only the start plan
-    (another path's A + B) reaches every target."""
-    rng = np.random.default_rng(3)
+def _halves_run(n_users: int, seed: int, third: str) -> PoolRun:
+    """Sources A and B each hold the target first for half of the users (A for odd users);
+    ``third`` holds 30 other items and never the target."""
+    rng = np.random.default_rng(seed)
     lists, pool, targets = [], [], []
-    for u in range(60):
+    for u in range(n_users):
         items = rng.permutation(400)
         target = int(items[0])
         a, b = items[1:31].copy(), items[31:61].copy()
         (a if u % 2 else b)[0] = target
-        per = {"A": a, "B": b, "C": items[100:130]}
+        per = {"A": a, "B": b, third: items[100:130]}
         lists.append(per)
         pool.append(union(list(per.values())))
         targets.append(target)
-    run = PoolRun(["A", "B", "C"], lists, pool, None, np.array(targets))
+    return PoolRun(["A", "B", third], lists, pool, None, np.array(targets))
+
+
+def test_start_plan_is_a_floor() -> None:
+    """Sources A and B each hold the target first for half of the users; together they hold
+    it for everyone. With the greedy step switched off (min_gain 10), only the start plan
+    (another path's A + B) reaches every target."""
+    run = _halves_run(60, 3, "C")
     quotas = {"A": 30, "B": 30, "C": 30}
     alone = fit_plan(run, quotas, ("C",), None, c_grid=(20.0,), min_gain=10.0)
     assert alone.validation["rank"][1] == pytest.approx(0.5)
@@ -263,18 +269,7 @@ def test_a_source_fitted_to_weight_zero_leaves_the_plan() -> None:
     """A start plan (A + B + noise N) beats A alone, so the fit starts from it; coordinate
     ascent then sets N's weight to 0 (its top items tie with the targets). N must not stay
     in the plan: it would be called on every request for nothing."""
-    rng = np.random.default_rng(5)
-    lists, pool, targets = [], [], []
-    for u in range(80):
-        items = rng.permutation(400)
-        target = int(items[0])
-        a, b = items[1:31].copy(), items[31:61].copy()
-        (a if u % 2 else b)[0] = target
-        per = {"A": a, "B": b, "N": items[100:130]}
-        lists.append(per)
-        pool.append(union(list(per.values())))
-        targets.append(target)
-    run = PoolRun(["A", "B", "N"], lists, pool, None, np.array(targets))
+    run = _halves_run(80, 5, "N")
     start = FusionPlan({"A": 30, "B": 30, "N": 30}, {"A": 1.0, "B": 1.0, "N": 1.0})
     plan = fit_plan(run, {"A": 30, "B": 30, "N": 30}, (), None, c_grid=(20.0,),
                     min_gain=10.0, start=start)
