@@ -21,7 +21,9 @@ variant after the first epoch that ends past S seconds of training (epochs are t
 in the report). ``--set GROUP.FIELD=VALUE`` applies to every variant (on a shared CPU,
 ``--set tiger_train.num_threads=1``: two threads contending with other jobs ran 10-20x
 slower per batch here). ``--eval-every E`` also prints validation figures every E epochs (on
-up to 2,000 users).
+up to 2,000 users). With ``tiger_train.select_every`` set, the kept epoch is chosen on up to
+``select_users`` validation users (all of ml-100k's), so a row whose kept epoch is not its
+last leans upward, as the build's own validation figures do.
 """
 
 from __future__ import annotations

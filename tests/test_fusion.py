@@ -322,3 +322,24 @@ def test_a_rerank_gain_within_its_noise_is_not_kept() -> None:
     clear = fit_plan(run, quotas, (), _HelpsAndHurts(helped, set()), c_grid=(20.0,),
                      diversity_grid=(0.0, 0.02), min_gain=0.005)
     assert clear.diversity == 0.02
+
+
+def test_a_plan_with_a_ranker_keeps_its_sources() -> None:
+    """One source holds every target; an oracle ranker may then rank alone (source weight 0),
+    but the source still feeds the pool: the plan keeps it and serves what it measured."""
+    rng = np.random.default_rng(7)
+    lists, pool, scores, targets = [], [], [], []
+    for _ in range(60):
+        items = rng.permutation(300)
+        a = items[:30].copy()
+        target = int(a[int(rng.integers(0, 30))])
+        ids = union([a])
+        lists.append({"A": a})
+        pool.append(ids)
+        scores.append(np.where(ids == target, 2.0, rng.random(len(ids))))
+        targets.append(target)
+    run = PoolRun(["A"], lists, pool, scores, np.array(targets))
+    plan = fit_plan(run, {"A": 30}, (), None, c_grid=(20.0,))
+    assert "A" in plan.sources
+    assert plan.validation["rank"][1] >= plan.validation["single"]["A"][1]
+    assert plan.validation["rank"] == pytest.approx([1.0, 1.0])  # the oracle ranks it first

@@ -175,3 +175,30 @@ def test_generator_epoch_selection_restores_the_best_checked_weights() -> None:
     assert selected["valid_ndcg@10"] == max(c["valid_ndcg@10"] for c in checks)
     assert abs(measure()["NDCG@10"] - selected["valid_ndcg@10"]) < 1e-4
     assert not model.training
+
+
+def test_epoch_selection_loads_the_best_checks_weights_not_the_last() -> None:
+    """With check figures that peak at epoch 2 of 4, restore() must load the weights the
+    model had at that check (training moved them afterwards)."""
+    sids = random_sids(24, levels=2, size=4, seed=4)
+    split = _cycle_split()
+    user_ids = [f"u{i}" for i in range(30)]
+    model = tiny(sids, dim=32, ff_dim=64, dropout=0.0, causal=True)
+    figures = iter([0.3, 0.5, 0.2, 0.1])  # epochs 1, 2, 3 and the final check at 4
+    seen: dict[float, dict[str, torch.Tensor]] = {}
+
+    def measure() -> dict[str, float]:
+        f = next(figures)
+        seen[f] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"NDCG@10": f, "HR@10": f}
+
+    sel = EpochSelector(model, split, None, every=1, measure=measure)
+    cfg = TigerTrainConfig(epochs=4, batch_size=16, lr=5e-3, num_threads=None,
+                           samples_per_epoch=None, max_history=4)
+    train_tiger(model, sids, split.train, user_ids, cfg, progress=False, after_epoch=sel)
+    report = sel.restore(cfg.epochs)
+    assert report["selected_epoch"] == 2 and len(report["validation"]) == 4
+    state = model.state_dict()
+    assert any(not torch.equal(state[k], seen[0.1][k]) for k in state)  # not the last
+    for k, v in state.items():
+        assert torch.equal(v, seen[0.5][k]), k

@@ -43,7 +43,8 @@ class EpochSelector:
         """After training ``epochs`` epochs: final check, load the best weights; -> report."""
         if not self.every:
             return {"selected_epoch": epochs}
-        self.check(epochs)
+        if not self.checks or self.checks[-1]["epoch"] != epochs:  # not checked yet
+            self.check(epochs)
         _, epoch, state = self.best
         if state is not None:
             self.model.load_state_dict(state)

@@ -15,9 +15,9 @@ The search then runs on matrices, without calling a model again:
    at least ``min_gain`` and by two paired standard errors of the per-user difference
    (``significant_gain``: it costs latency on every request, and a gain within its noise on
    a thousand users need not carry over to the test split).
-3. Both are repeated for each RRF constant ``c``; the best plan wins. A source whose weight
-   ended at 0 (and is not required) leaves the plan: it would cost a call per request and
-   add nothing but zero scores to the pool.
+3. Both are repeated for each RRF constant ``c``; the best plan wins. Without a ranker, a
+   source whose weight ended at 0 (and is not required) leaves the plan when that does not
+   lower the objective (``drop_unweighted``): it would cost a call per request for nothing.
 4. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
    best by validation NDCG@10 is kept if it beats no rerank (0) as the ranker must.
 
@@ -35,7 +35,7 @@ import numpy as np
 from models.engine.core.context import UserContext
 from models.engine.paths.fused import FusedPath
 from models.engine.rank.fusion import RANKER, FusionPlan, best_first, ranker_order, union
-from models.evaluate.rank_metrics import MISS, hit_rate, ndcg
+from models.evaluate.rank_metrics import MISS, hit_rate, ndcg, significant_gain
 
 K = 10
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -138,19 +138,6 @@ def fused_scores(r: np.ndarray, w: np.ndarray, rr: np.ndarray, w_ranker: float) 
 
 def objective(ranks: np.ndarray) -> tuple[float, float]:
     return float(ndcg(ranks, K).mean()), float(hit_rate(ranks, K).mean())
-
-
-def significant_gain(new: np.ndarray, base: np.ndarray, min_gain: float, z: float = 2.0
-                     ) -> bool:
-    """Do ranks ``new`` (U,) beat ``base`` (U,) on mean NDCG@K by at least ``min_gain``
-    (relative) and by ``z`` paired standard errors of the per-user difference? A later stage
-    (ranker, rerank) costs latency on every request; a gain smaller than its own noise on a
-    thousand users does not carry over to other users."""
-    a, b = ndcg(new, K), ndcg(base, K)
-    d = a - b  # (U,)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    gain = float(d.mean()) if len(d) else 0.0
-    return gain > 0 and gain >= float(b.mean()) * min_gain and gain >= z * se
 
 
 def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarray:
@@ -270,6 +257,21 @@ def rerank_ranks(m: Matrix, scores: np.ndarray, reranker, diversity: float,
     return out
 
 
+def drop_unweighted(run: PoolRun, names: list[str], w: np.ndarray, c: float,
+                    val: tuple[float, float], m: Matrix, required: Sequence[str]
+                    ) -> tuple[list[str], np.ndarray, Matrix, tuple[float, float]]:
+    """Without a ranker, a source at weight 0 (not required) is served on every request for
+    nothing: its own candidates only join the pool at score 0. Drop such sources when the
+    objective does not fall and one source stays; -> (names, weights, matrix, objective)."""
+    keep = [j for j, s in enumerate(names) if w[j] > 0 or s in required]
+    if not keep or len(keep) == len(names):
+        return names, w, m, val
+    kept, w_kept = [names[j] for j in keep], w[keep]
+    m_kept = matrix(run, kept)
+    val_kept = objective(fused_ranks(m_kept, w_kept, 0.0, c))
+    return (kept, w_kept, m_kept, val_kept) if val_kept >= val else (names, w, m, val)
+
+
 def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], reranker,
              c_grid: Sequence[float] = (5.0, 20.0, 60.0), min_gain: float = 0.005,
              diversity_grid: Sequence[float] = (0.0, 0.02, 0.05), window: int = 100,
@@ -293,14 +295,12 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
             if ranked[1] > 0 and significant_gain(fused_ranks(m, ranked[0], ranked[1], c),
                                                   fused_ranks(m, w_active, 0.0, c), min_gain):
                 w_active, w_r, val = ranked
+        if w_r == 0:
+            active_names, w_active, m, val = drop_unweighted(run, active_names, w_active, c,
+                                                             val, m, required)
         if best is None or val > best[0]:
             best = (val, c, active_names, w_active, w_r, m)
     val, c, active_names, w_active, w_r, m = best
-    keep = [j for j, s in enumerate(active_names) if w_active[j] > 0 or s in required]
-    if len(keep) < len(active_names):  # weight 0: served, its answer thrown away; drop it
-        active_names, w_active = [active_names[j] for j in keep], w_active[keep]
-        m = matrix(run, active_names)
-        val = objective(fused_ranks(m, w_active, w_r, c))
     r, rr = m.recip(c)
     fused = fused_scores(r, w_active, rr, w_r)
     ranks_div = {} if reranker is None else {

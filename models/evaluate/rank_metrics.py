@@ -130,3 +130,16 @@ def summarize(ranks: np.ndarray, ks: Sequence[int] = (10, 50)) -> dict[str, floa
         out[f"HR@{k}"] = float(hit_rate(r, k).mean()) if len(r) else 0.0
         out[f"NDCG@{k}"] = float(ndcg(r, k).mean()) if len(r) else 0.0
     return out
+
+
+def significant_gain(new: np.ndarray, base: np.ndarray, min_gain: float, z: float = 2.0,
+                     k: int = 10) -> bool:
+    """Do ranks ``new`` (U,) beat ``base`` (U,) on mean NDCG@k by at least ``min_gain``
+    (relative) and by ``z`` paired standard errors of the per-user difference? A later stage
+    (ranker, rerank) costs latency on every request; a gain smaller than its own noise on a
+    thousand users does not carry over to other users."""
+    a, b = ndcg(new, k), ndcg(base, k)
+    d = a - b  # (U,)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    gain = float(d.mean()) if len(d) else 0.0
+    return gain > 0 and gain >= float(b.mean()) * min_gain and gain >= z * se
