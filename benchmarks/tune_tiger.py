@@ -43,18 +43,17 @@ from safetensors.numpy import load_file
 from index.semantic_ids import SemanticIds
 from models.artifacts.checkpoint import load_model
 from models.build.classic import build_two_tower
-from models.build.generative import item_embedding_source, semantic_ids_from
+from models.build.generative import item_embedding_source, semantic_ids_from, tiger_training
 from models.build.job import BuildJob
 from models.build.profiles import profile
 from models.build.retrieval import build_retriever
-from models.build.selection import EpochSelector
 from models.data import leave_one_out, load_dataset
 from models.evaluate.generator import generator_metrics
 from models.nets.rqvae import RQVAE, RQVAEConfig
 from models.nets.tiger import TIGER, TigerConfig
 from models.registry import component
 from models.train.rqvae import RQVAETrainConfig, train_rqvae
-from models.train.tiger import TigerTrainConfig, train_tiger
+from models.train.tiger import train_tiger
 
 # name -> overrides per profile group ("semantic_ids" takes "source": auto, content,
 # collaborative or both). Each builds on the profile's values.
@@ -140,9 +139,8 @@ def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: 
     sids, id_stats = make_ids(ds, x_of, s, args.seed, nets)
     torch.manual_seed(args.seed)
     model = TIGER(TigerConfig(radix=sids.radix.tolist(), **s["tiger"])).to(args.device)
-    opts = dict(s["tiger_train"])
-    every, n_check = int(opts.pop("select_every", 0)), int(opts.pop("select_users", 1000))
-    cfg = TigerTrainConfig(seed=args.seed, **opts)
+    # The build's training settings and epoch selection: its checks count as training.
+    cfg, selector = tiger_training(model, sids, ds, split, s["tiger_train"], args.seed)
     users = split.eval_users("valid")
     if args.users:  # a fixed random subset, the same for every variant
         users = np.sort(np.random.default_rng(0).permutation(users)[: args.users])
@@ -161,12 +159,6 @@ def run_variant(name: str, args: argparse.Namespace, ds: Any, split: Any, x_of: 
             print(f"  {name} epoch {e}: {curve[-1]}", flush=True)
         if args.budget and time.perf_counter() - t0 - paused > args.budget:
             raise Budget(e)
-
-    # The build's epoch selection (tiger_train.select_every): its checks count as training.
-    check = np.sort(np.random.default_rng(args.seed).permutation(
-        split.eval_users("valid"))[:n_check])
-    selector = EpochSelector(model, split, ds, every, measure=lambda: generator_metrics(
-        model, sids, split, ds.users.ids, check, "valid", ks=(10,)))
 
     def hook(e: int) -> None:
         selector(e)

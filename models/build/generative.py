@@ -31,7 +31,7 @@ from models.artifacts.checkpoint import save_model
 from models.build.content import content_vectors
 from models.build.job import BuildJob
 from models.build.selection import EpochSelector
-from models.data import Dataset
+from models.data import Dataset, Split
 from models.evaluate.generator import generator_metrics
 from models.nets.rqvae import RQVAE, RQVAEConfig, code_stats
 from models.nets.tiger import TIGER, TigerConfig
@@ -124,6 +124,19 @@ def build_semantic_ids(job: BuildJob, comp: Component) -> dict[str, Any]:
     }
 
 
+def tiger_training(model: TIGER, sids: SemanticIds, ds: Dataset, split: Split,
+                   opts: dict[str, Any], seed: int) -> tuple[TigerTrainConfig, EpochSelector]:
+    """The ``tiger_train`` settings -> (the trainer's config, the epoch selector of the build
+    options ``select_every`` / ``select_users``: the generator's own validation check on a
+    fixed random subset of validation users)."""
+    opts = dict(opts)
+    every, n_check = int(opts.pop("select_every", 0)), int(opts.pop("select_users", 1000))
+    users = np.sort(np.random.default_rng(seed).permutation(split.eval_users("valid"))[:n_check])
+    selector = EpochSelector(model, split, ds, every, measure=lambda: generator_metrics(
+        model, sids, split, ds.users.ids, users, "valid", ks=(10,)))
+    return TigerTrainConfig(seed=seed, **opts), selector
+
+
 def build_tiger(job: BuildJob, comp: Component) -> dict[str, Any]:
     """Train the TIGER generator on the training part over this run's semantic IDs. With
     ``tiger_train.select_every`` E > 0, the generator's own validation NDCG@10 (beam search
@@ -132,13 +145,8 @@ def build_tiger(job: BuildJob, comp: Component) -> dict[str, Any]:
     sids = SemanticIds.load(job.out / SEMANTIC_IDS)
     cfg = TigerConfig(radix=[int(r) for r in sids.radix], **job.params("tiger"))
     model = TIGER(cfg).to(torch.device(job.device))
-    opts = job.params("tiger_train")
-    every, n_check = int(opts.pop("select_every", 0)), int(opts.pop("select_users", 1000))
-    train_cfg = TigerTrainConfig(seed=job.seed, **opts)
-    users = job.split.eval_users("valid")
-    users = np.sort(np.random.default_rng(job.seed).permutation(users)[:n_check])
-    selector = EpochSelector(model, job.split, job.ds, every, measure=lambda: generator_metrics(
-        model, sids, job.split, job.ds.users.ids, users, "valid", ks=(10,)))
+    train_cfg, selector = tiger_training(model, sids, job.ds, job.split,
+                                         job.params("tiger_train"), job.seed)
     job.console.print(f"training [bold]TIGER[/] (semantic-ID generation) on {job.device}")
     losses = train_tiger(model, sids, job.split.train, job.ds.users.ids, train_cfg,
                          progress=job.progress, after_epoch=selector)

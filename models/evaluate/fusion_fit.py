@@ -307,7 +307,7 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         d: rerank_ranks(m, fused, reranker, d, window) for d in diversity_grid}
     by_div = {d: objective(x) for d, x in ranks_div.items()}
     diversity = max(by_div, key=lambda d: (by_div[d], -d)) if by_div else 0.0
-    base = ranks_div.get(0.0, target_rank(fused, m))
+    base = ranks_div[0.0] if 0.0 in ranks_div else target_rank(fused, m)
     if diversity and not significant_gain(ranks_div[diversity], base, min_gain):
         diversity = 0.0  # a gain within its noise on a few thousand users is not signal
     weights = {s: float(x) for s, x in zip(active_names, w_active, strict=True)}
