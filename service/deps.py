@@ -15,6 +15,7 @@ from service.config import Settings
 from service.errors import ForbiddenError, UnauthorizedError
 from service.experiments import Experiment
 from service.exposures import ExposureLog
+from service.result_cache import ResultCache
 from service.state import AppState, Serving
 from service.stores.base import UserStore
 
@@ -79,8 +80,13 @@ def get_compute(request: Request) -> ComputeLane:
     return get_state(request).compute
 
 
+def get_results(request: Request) -> ResultCache:
+    return get_state(request).results
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 ComputeDep = Annotated[ComputeLane, Depends(get_compute)]
+ResultCacheDep = Annotated[ResultCache, Depends(get_results)]
 StoreDep = Annotated[UserStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServingDep = Annotated[Serving, Depends(get_serving)]

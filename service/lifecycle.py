@@ -198,6 +198,7 @@ def swap(state: AppState, serving: Serving, result: str = "swapped") -> None:
     """Make ``serving`` the served version: one assignment, no await in between."""
     old = state.serving
     state.serving = serving
+    state.results.clear()  # keyed by version: the old version's lists would only take room
     state.load_error = None
     if old is not None and old.directory != serving.directory:
         state.models.previous = old.directory

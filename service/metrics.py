@@ -169,12 +169,19 @@ HSTU_CACHE = Counter(
     "by result (hit, miss)", ["result"],
 )
 
+# Served lists answered from the result cache (service/result_cache.py) or computed.
+RESULT_CACHE = Counter(
+    "genrec_result_cache_lookups_total", "Lookups in the /recommend result cache, by result "
+    "(hit, miss; degraded requests are not looked up)", ["result"],
+)
+
 # Series that exist from the start at 0, so a dashboard shows 0 rather than "no data" before
 # the first degraded answer or cache lookup (the label values are a closed set).
 for _reason in ("store", "models"):
     DEGRADED.labels(_reason)
 for _result in ("hit", "miss"):
     HSTU_CACHE.labels(_result)
+    RESULT_CACHE.labels(_result)
 
 
 # --- M-FALCON cache counts ----------------------------------------------------------------

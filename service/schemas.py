@@ -88,6 +88,10 @@ class RecommendResponse(BaseModel):
         False, description="the path ran without some of its models (a build still training "
         "them publishes each as it is ready): `stages` name the sources that were used"
     )
+    cached: bool = Field(
+        False, description="the list was computed for an earlier request with the same inputs "
+        "(version, arm, k, history, exclusions) and kept: `stages` are that computation's"
+    )
 
 
 class _UserOrHistory(_Strict):

@@ -23,6 +23,7 @@ from service.config import Settings
 from service.errors import NotReadyError
 from service.experiments import Experiment
 from service.exposures import ExposureLog
+from service.result_cache import ResultCache
 from service.stores.base import UserStore
 
 
@@ -98,11 +99,14 @@ class AppState:
     models: ModelStatus = field(default_factory=ModelStatus)
     # Where every model call runs (one thread, off the event loop); made from the settings.
     compute: ComputeLane = field(init=False)
+    # Served lists by request inputs; the version is part of each key.
+    results: ResultCache = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.compute = ComputeLane(s.compute_deadline_ms / 1e3, batch_max=s.batch_max,
                                    batch_wait_s=s.batch_wait_ms / 1e3)
+        self.results = ResultCache(s.result_cache_size)
         self.set_experiment(self.experiment)
 
     # Views of the current snapshot, for callers that predate it. A request handler takes one

@@ -109,6 +109,8 @@ async def test_dead_redis_degrades_rejects_writes_and_recovers(
             body, elapsed = await recommend(c, user)
             assert body["degraded"] and body["cold_start"] and len(body["items"]) == 5
             assert elapsed < DEGRADED_BOUND_S
+            # The history is missing, not empty: such an answer is never kept for a repeat.
+            assert not body["cached"]
             # The caller's own history needs no store: a full, personal answer.
             body, _ = await recommend(c, user, history=["1", "2", "3"])
             assert not body["cold_start"]

@@ -17,6 +17,7 @@ from service.deps import (
     ComputeDep,
     ExperimentDep,
     ExposuresDep,
+    ResultCacheDep,
     RuntimeDep,
     ServingDep,
     StoreDep,
@@ -40,6 +41,7 @@ async def recommend(
     experiment: ExperimentDep,
     exposures: ExposuresDep,
     compute: ComputeDep,
+    results: ResultCacheDep,
 ) -> RecommendResponse:
     t0 = time.perf_counter()
     # Sticky hash of (salt, user_id), or the first arm serving a forced path (422 if none).
@@ -51,12 +53,23 @@ async def recommend(
     # (service/compute.py); 503 if it waited there past its deadline. The loader checked
     # every arm's path and params against this request's version (one snapshot: runtime,
     # components and params), so both lookups succeed.
-    result = await compute.run_pipeline(t0, Call(comp.pipelines[arm.path], ctx, req.k,
-                                                 serving.arm_params[arm.name]))
-    for st in result.stages:
-        metrics.STAGE_LATENCY.labels(result.path, st.name).observe(st.ms / 1e3)
-        metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)
-    metrics.record_hstu_cache(comp)  # M-FALCON hits/misses since the last request
+    # A repeat of an earlier request's inputs is answered with its list (a pure function of
+    # them: service/result_cache.py); a degraded context is missing its history, so it is
+    # neither looked up nor kept.
+    key = None if degraded else results.key(serving.version, arm.name, arm.path, req.k, ctx)
+    result = None if key is None else results.get(key)
+    cached = result is not None
+    if key is not None:
+        metrics.RESULT_CACHE.labels("hit" if cached else "miss").inc()
+    if result is None:
+        result = await compute.run_pipeline(t0, Call(comp.pipelines[arm.path], ctx, req.k,
+                                                     serving.arm_params[arm.name]))
+        if key is not None:
+            results.put(key, result)
+        for st in result.stages:
+            metrics.STAGE_LATENCY.labels(result.path, st.name).observe(st.ms / 1e3)
+            metrics.STAGE_CANDIDATES.labels(result.path, st.name).observe(st.candidates)
+        metrics.record_hstu_cache(comp)  # M-FALCON hits/misses since the last request
     if result.cold_start:
         metrics.COLD_START.inc()
     if result.partial:
@@ -90,6 +103,7 @@ async def recommend(
         cold_start=result.cold_start,
         degraded=degraded,
         partial=result.partial,
+        cached=cached,
     )
 
 
