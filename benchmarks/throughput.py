@@ -4,6 +4,10 @@ offered rate each path sustains with p99 <= 50 ms and 0 errors.
   python benchmarks/throughput.py --artifacts artifacts/ml-100k --out /tmp/throughput \
       --config unbatched:GENREC_BATCH_MAX=1 --config batched:GENREC_BATCH_MAX=16
 
+``--mix`` sets the request mix (default ``known=1``); each row gives the share of its
+/recommend requests answered from the result cache (``GENREC_RESULT_CACHE_SIZE=0`` in a
+config turns it off).
+
 For each config (a name and env settings, e.g. ``GENREC_BATCH_MAX=1``, ``workers=2``), a
 real `genrec serve --no-build` process serves the artifacts (embedded store, or Redis when
 GENREC_REDIS_URL is set, which ``workers`` > 1 needs). For each path, `python -m loadtest`
@@ -78,10 +82,22 @@ def start(artifacts: Path, env: dict[str, str], workers: int) -> tuple[subproces
     raise RuntimeError("genrec serve did not become ready in 300 s")
 
 
-def load(url: str, path: str, steps: str, pid: int, out: Path, dataset: str) -> list[dict]:
+def cache_lookups(url: str) -> dict[str, float]:
+    """The server's result-cache lookups so far, by result (hit, miss), from its /metrics."""
+    out = {"hit": 0.0, "miss": 0.0}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("genrec_result_cache_lookups_total{"):
+            for result in out:
+                if f'result="{result}"' in line:
+                    out[result] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def load(url: str, path: str, steps: str, pid: int, out: Path, dataset: str,
+         mix: str) -> list[dict]:
     """One `python -m loadtest` run -> its summary's steps."""
     subprocess.run([sys.executable, "-m", "loadtest", "--url", url, "--path", path,
-                    "--mix", "known=1", "--steps", steps, "--process", "poisson",
+                    "--mix", mix, "--steps", steps, "--process", "poisson",
                     "--server-pid", str(pid), "--dataset", dataset, "--out", str(out)],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "summary.json").read_text())["steps"]
@@ -94,18 +110,23 @@ def meets_goal(step: dict) -> bool:
 
 
 def sweep(url: str, pid: int, path: str, rates: list[float], step_s: float, out: Path,
-          dataset: str) -> list[dict]:
+          dataset: str, mix: str) -> list[dict]:
     """Steps at each rate until one is past capacity (an error, or p99 over ``STOP_MS``)
-    -> one row per step run."""
-    load(url, path, f"{min(rates)}x5", pid, out / "warmup", dataset)
+    -> one row per step run, with the share of its /recommend lookups that hit the result
+    cache."""
+    load(url, path, f"{min(rates)}x5", pid, out / "warmup", dataset, mix)
     rows = []
     for rate in rates:
-        (step,) = load(url, path, f"{rate}x{step_s}", pid, out / f"{rate:g}", dataset)
+        before = cache_lookups(url)
+        (step,) = load(url, path, f"{rate}x{step_s}", pid, out / f"{rate:g}", dataset, mix)
+        after = cache_lookups(url)
+        hits, total = after["hit"] - before["hit"], sum(after.values()) - sum(before.values())
         s = step["all"]
         rows.append({"offered_rps": rate, "achieved_rps": s["achieved_rps"],
                      "p50_ms": s.get("p50_ms"), "p95_ms": s.get("p95_ms"),
                      "p99_ms": s.get("p99_ms"), "errors": s["errors"],
                      "cpu_cores": step["server"].get("cpu_cores"),
+                     "cache_hits": round(hits / total, 3) if total else None,
                      "meets_goal": meets_goal(step)})
         if s["errors"] or s.get("p99_ms", float("inf")) > STOP_MS:
             break
@@ -138,14 +159,15 @@ def capacity(rows: list[dict]) -> float:
 
 def markdown(results: dict) -> str:
     lines = ["| config | path | offered rps | achieved | p50 / p95 / p99 ms | errors | "
-             "server cores | goal |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "server cores | result-cache hits | goal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, cfg in results.items():
         for path, rows in cfg.items():
             for r in rows:
                 lines.append(f"| {name} | {path} | {r['offered_rps']:g} | {r['achieved_rps']} | "
                              f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | "
                              f"{sum(r['errors'].values())} | {r['cpu_cores']} | "
-                             f"{'yes' if r['meets_goal'] else 'no'} |")
+                             f"{r.get('cache_hits')} | {'yes' if r['meets_goal'] else 'no'} |")
     lines += ["", "| config | path | highest rate meeting p99 <= 50 ms, 0 errors |",
               "| --- | --- | --- |"]
     lines += [f"| {name} | {path} | {capacity(rows):g} |"
@@ -160,6 +182,9 @@ def main() -> None:
     ap.add_argument("--config", action="append", required=True,
                     help="NAME:KEY=VALUE,... (env settings; workers=N), repeatable")
     ap.add_argument("--paths", default="cascade,generative")
+    ap.add_argument("--mix", default="known=1",
+                    help="loadtest's request mix (default: known users only; \"\" = its "
+                         "default mix, with events that change histories)")
     ap.add_argument("--rates", action="append", default=[],
                     help="PATH=R1,R2,... (default 25,50,75,100,150,200,300,400)")
     ap.add_argument("--step-s", type=float, default=20.0)
@@ -179,14 +204,15 @@ def main() -> None:
             proc, url = start(args.artifacts, env, workers)
             try:
                 results[name][path] = sweep(url, proc.pid, path, rates[path], args.step_s,
-                                            args.out / name / path, args.dataset)
+                                            args.out / name / path, args.dataset, args.mix)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
             print(f"{name} {path}: {capacity(results[name][path]):g} rps", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"started": started, "argv": sys.argv, "cpus": os.cpu_count(),
-            "configs": args.config, "step_s": args.step_s, "p99_goal_ms": P99_GOAL_MS}
+            "configs": args.config, "step_s": args.step_s, "p99_goal_ms": P99_GOAL_MS,
+            "mix": args.mix}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results},
                                                       indent=1))
     (args.out / "results.md").write_text(markdown(results))
