@@ -27,7 +27,9 @@ from models.registry import PATH_SPECS, Component
 
 @dataclass
 class FusionConfig:
-    users: int = 2_000  # validation users sampled for the fit (all when fewer)
+    # Validation users sampled for the fit (all when fewer). Its rules compare plans by paired
+    # standard errors, which shrink as 1 / sqrt(users); the fit's cost grows linearly.
+    users: int = 5_000
     quota: int = 100  # candidates per pool source
     # Per-source quotas that differ: the generator's beam search costs most per candidate.
     quotas: dict[str, int] = field(default_factory=lambda: {"semantic_id": 50})
