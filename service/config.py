@@ -65,7 +65,8 @@ class Settings(BaseSettings, EngineSettings):
     batch_wait_ms: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
     # Served lists kept for a repeat of the same request (same version, arm, k, history and
     # exclusions: service/result_cache.py), least recently used evicted; 0 turns it off.
-    result_cache_size: int = Field(50_000, ge=0, le=10_000_000)
+    # About 1.3 KB a list at k = 10 (3 KB at k = 100): 20,000 lists take 25-60 MB.
+    result_cache_size: int = Field(20_000, ge=0, le=10_000_000)
 
     # Model lifecycle: the `current` pointer of artifacts_dir is polled every reload_poll_s
     # (0 turns the watch off; POST /admin/models/reload still works); smoke_users known users
