@@ -3,15 +3,20 @@
 A pipeline run is a pure function of the version being served, the arm (its path and
 params, fixed for the life of a version), ``k`` and the request's ``UserContext``: its
 history (and timestamps), its user's index and feature codes, and the items it blocks. Nothing
-in the engine reads the clock or a random source. So a list computed once answers every later
+in the engine reads the clock, and the one source that can sample (the generator at a
+temperature above 0) makes its path say it is not ``deterministic``: such runs are never
+kept. So a list computed once answers every later
 request with the same inputs exactly, as Gorse serves its cached lists: a user who asks again
 before their next event (a refresh, the next page of an app) costs a lookup instead of every
 model of the path. An event changes the history, so the next request's key differs and the
 list is recomputed; a new version is part of the key, so nothing outlives a swap.
 
-The key is a digest of the context's arrays rather than the store's history version, so a
-caller-given history (``history`` in the request) is cached too, and a store that was reset
-and re-seeded (its versions counted again from 0) cannot alias two histories.
+The key is a digest of the context's arrays, so a caller-given history (``history`` in the
+request) is cached too and a store reset and re-seeded (its versions counted again from 0)
+cannot alias two histories; the store's history version is in it as well, because the HSTU
+ranker reuses the encoding it cached under (user, version): a context read while an event
+landed (the version read before the history) could pair an old version with a new history,
+and that one answer must not outlive the request.
 
 Not cached: degraded contexts (the store failed: the history is missing, not empty) and
 partial results (a progressive build's early version). Entries are evicted least recently
@@ -34,6 +39,7 @@ def context_digest(ctx: UserContext) -> bytes:
     """16 bytes that change with anything in ``ctx`` a pipeline reads."""
     h = hashlib.blake2b(digest_size=16)
     h.update(np.int64(-1 if ctx.user_index is None else ctx.user_index).tobytes())
+    h.update(np.int64(-1 if ctx.version is None else ctx.version).tobytes())
     for arr in (ctx.history, ctx.user_codes,
                 np.sort(np.fromiter(ctx.blocked, np.int64, len(ctx.blocked)))):
         a = np.ascontiguousarray(arr, dtype=np.int64)

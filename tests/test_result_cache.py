@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 from prometheus_client import REGISTRY
 
 from models.engine.core.context import UserContext
 from service.app import create_app
 from service.config import Settings
+from service.lifecycle import swap
 from service.result_cache import ResultCache, context_digest
 from service.user_context import load_context
 
@@ -66,6 +68,10 @@ def test_digest_changes_with_every_input_the_engine_reads() -> None:
                   ctx([1, 2, 3], {1, 2, 3, 9}, None),                 # caller-given
                   ctx([1, 2, 3], {1, 2, 3, 9}, [10.0, 20.0, 30.0], index=None)):
         assert context_digest(other) != base
+    # The store's history version too (the HSTU ranker's encodings are cached under it).
+    versioned = ctx([1, 2, 3], {1, 2, 3, 9}, [10.0, 20.0, 30.0])
+    versioned.version = 7
+    assert context_digest(versioned) != base
     # Array bounds are part of the digest: [1] + blocked {2} is not [1, 2] + blocked {}.
     assert context_digest(ctx([1], {2})) != context_digest(ctx([1, 2], set()))
 
@@ -98,7 +104,7 @@ async def test_repeat_is_answered_from_cache_with_a_fresh_runs_list(
             assert (first["cached"], again["cached"]) == (False, True)
             assert lookups("hit") == hits + 1 and lookups("miss") == misses + 1
             assert listed(again) == listed(first) and again["stages"] == first["stages"]
-            assert again["request_id"] != first["request_id"]  # its own exposure
+            assert again["request_id"] != first["request_id"]  # each answer is its own list
             # The pipeline run directly on the same context: the list a fresh run gives.
             rt, comp = state.require()
             context, _ = await load_context(rt, state.store, "5", None, [],
@@ -141,3 +147,29 @@ async def test_size_zero_turns_it_off(tiny_artifacts: Path) -> None:
         bodies = [await rec(c, user_id="5", k=10, path="cascade") for _ in range(3)]
         assert not any(b["cached"] for b in bodies) and lookups("hit") == hits
         assert listed(bodies[0]) == listed(bodies[2])
+
+
+async def test_sampling_arm_is_never_cached_and_a_swap_empties_it(tiny_artifacts: Path) -> None:
+    arms = [{"name": "plain", "path": "generative", "share": 0.5, "params": {}},
+            {"name": "sampled", "path": "generative", "share": 0.5,
+             "params": {"temperature": 1.0}}]
+    experiment = orjson.dumps({"name": "t", "salt": "t", "arms": arms}).decode()
+    settings = Settings(artifacts_dir=tiny_artifacts, experiment_json=experiment)
+    async with serving(settings) as (app, c):
+        state = app.state.genrec  # type: ignore[attr-defined]
+        by_arm: dict[str, list[bool]] = {"plain": [], "sampled": []}
+        for n in range(40):  # users split between the arms by the sticky hash
+            for _ in range(2):
+                body = await rec(c, user_id=str(n + 1), k=10)
+                by_arm[body["arm"]].append(body["cached"])
+        assert by_arm["plain"] and by_arm["sampled"]
+        assert any(by_arm["plain"]) and not any(by_arm["sampled"])
+        # A swap (here: the same version again) starts from an empty cache.
+        plain = None
+        for n in range(40):
+            if (await rec(c, user_id=str(n + 1), k=10))["arm"] == "plain":
+                plain = str(n + 1)
+                break
+        assert plain is not None and (await rec(c, user_id=plain, k=10))["cached"]
+        swap(state, state.require_serving())
+        assert not (await rec(c, user_id=plain, k=10))["cached"]

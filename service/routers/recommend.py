@@ -54,16 +54,18 @@ async def recommend(
     # every arm's path and params against this request's version (one snapshot: runtime,
     # components and params), so both lookups succeed.
     # A repeat of an earlier request's inputs is answered with its list (a pure function of
-    # them: service/result_cache.py); a degraded context is missing its history, so it is
-    # neither looked up nor kept.
-    key = None if degraded else results.key(serving.version, arm.name, arm.path, req.k, ctx)
+    # them: service/result_cache.py); a degraded context is missing its history, and a
+    # sampling arm must draw again, so neither is looked up nor kept.
+    params = serving.arm_params[arm.name]
+    pipeline = comp.pipelines[arm.path]
+    cacheable = not degraded and pipeline.deterministic(params)
+    key = results.key(serving.version, arm.name, arm.path, req.k, ctx) if cacheable else None
     result = None if key is None else results.get(key)
     cached = result is not None
     if key is not None:
         metrics.RESULT_CACHE.labels("hit" if cached else "miss").inc()
     if result is None:
-        result = await compute.run_pipeline(t0, Call(comp.pipelines[arm.path], ctx, req.k,
-                                                     serving.arm_params[arm.name]))
+        result = await compute.run_pipeline(t0, Call(pipeline, ctx, req.k, params))
         if key is not None:
             results.put(key, result)
         for st in result.stages:

@@ -63,6 +63,11 @@ class Pipeline(Protocol):
     def run(self, ctx: UserContext, k: int,
             params: Mapping[str, Any] | None = None) -> PipelineResult: ...
 
+    def deterministic(self, params: Mapping[str, Any]) -> bool:
+        """Whether ``run`` with these params answers equal inputs with equal lists (no
+        source samples at random), so that an answer may be kept for a repeat."""
+        ...
+
 
 class Clock:
     """Lap timer for ``StageTiming``: each ``lap`` is the ms since the previous one."""

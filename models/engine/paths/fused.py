@@ -64,6 +64,14 @@ class FusedPath:
         """One source's ranked ids."""
         return source.recall(ctx, quota, *self.recall_args(source.name, params))[0]
 
+    def samples(self, name: str, params: Mapping[str, Any]) -> bool:
+        """Whether source ``name`` draws at random under these params (the generator at a
+        temperature above 0); every other source is a function of the context."""
+        return not getattr(self.available[name], "deterministic", True)
+
+    def deterministic(self, params: Mapping[str, Any]) -> bool:
+        return not any(self.samples(name, params) for name, _ in self.quotas(params))
+
     def will_rank(self, params: Mapping[str, Any]) -> bool:
         """Whether a warm request with these params reaches the ranker."""
         return (STAGE_DEPTH[params.get("last_stage", "rerank")] >= 1

@@ -28,6 +28,12 @@ class Generative(FusedPath):
         return [(name, n if name == GENERATOR and n else quota)
                 for name, quota in super().quotas(params)]
 
+    def samples(self, name: str, params: Mapping[str, Any]) -> bool:
+        """An arm's ``temperature`` replaces the generator's own."""
+        if name == GENERATOR and params.get("temperature") is not None:
+            return params["temperature"] > 0
+        return super().samples(name, params)
+
     def recall_args(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The arm's beam params go to the generator (``SemanticIdRecall.recall``)."""
         if name == GENERATOR:
