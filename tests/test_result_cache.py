@@ -3,10 +3,7 @@ list a fresh run computes, and every input that can change the list changes the 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,25 +12,15 @@ import orjson
 from prometheus_client import REGISTRY
 
 from models.engine.core.context import UserContext
-from service.app import create_app
 from service.config import Settings
 from service.lifecycle import swap
 from service.result_cache import ResultCache, context_digest
 from service.user_context import load_context
+from tests.helpers import running
 
 
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[object, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            for _ in range(600):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                assert not app.state.genrec.load_error
-                await asyncio.sleep(0.05)
-            yield app, client
+def app_state(c: httpx.AsyncClient):  # noqa: ANN201 - the app's AppState
+    return c._transport.app.state.genrec  # type: ignore[attr-defined]
 
 
 def lookups(result: str) -> float:
@@ -95,8 +82,8 @@ def test_lru_bound_partial_results_and_off() -> None:
 
 async def test_repeat_is_answered_from_cache_with_a_fresh_runs_list(
         tiny_artifacts: Path) -> None:
-    async with serving(Settings(artifacts_dir=tiny_artifacts)) as (app, c):
-        state = app.state.genrec  # type: ignore[attr-defined]
+    async with running(Settings(artifacts_dir=tiny_artifacts)) as c:
+        state = app_state(c)
         for path in ("cascade", "generative"):
             hits, misses = lookups("hit"), lookups("miss")
             first = await rec(c, user_id="5", k=10, path=path)
@@ -115,7 +102,7 @@ async def test_repeat_is_answered_from_cache_with_a_fresh_runs_list(
 
 
 async def test_any_changed_input_is_computed_again(tiny_artifacts: Path) -> None:
-    async with serving(Settings(artifacts_dir=tiny_artifacts)) as (_, c):
+    async with running(Settings(artifacts_dir=tiny_artifacts)) as c:
         user = f"new-{uuid.uuid4().hex[:8]}"
         r = await c.post("/events", json={"events": [{"user_id": user, "item_id": "50"},
                                                      {"user_id": user, "item_id": "181"}]})
@@ -142,7 +129,7 @@ async def test_any_changed_input_is_computed_again(tiny_artifacts: Path) -> None
 
 
 async def test_size_zero_turns_it_off(tiny_artifacts: Path) -> None:
-    async with serving(Settings(artifacts_dir=tiny_artifacts, result_cache_size=0)) as (_, c):
+    async with running(Settings(artifacts_dir=tiny_artifacts, result_cache_size=0)) as c:
         hits = lookups("hit")
         bodies = [await rec(c, user_id="5", k=10, path="cascade") for _ in range(3)]
         assert not any(b["cached"] for b in bodies) and lookups("hit") == hits
@@ -155,8 +142,8 @@ async def test_sampling_arm_is_never_cached_and_a_swap_empties_it(tiny_artifacts
              "params": {"temperature": 1.0}}]
     experiment = orjson.dumps({"name": "t", "salt": "t", "arms": arms}).decode()
     settings = Settings(artifacts_dir=tiny_artifacts, experiment_json=experiment)
-    async with serving(settings) as (app, c):
-        state = app.state.genrec  # type: ignore[attr-defined]
+    async with running(settings) as c:
+        state = app_state(c)
         by_arm: dict[str, list[bool]] = {"plain": [], "sampled": []}
         for n in range(40):  # users split between the arms by the sticky hash
             for _ in range(2):
