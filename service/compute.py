@@ -24,7 +24,10 @@ swap; here a request waits at most for the one step that is running (a step defe
 A call still queued when its request's deadline (``deadline_s`` after the request started)
 has passed is dropped before its model work starts and answered 503 (``DeadlinePassed``): its
 client has most likely given up, and computing it would only delay the calls behind it. A
-call whose request was cancelled (the client went away) is dropped too.
+call whose client disconnected while it waited is dropped too (``ClientGone``): given the
+request's ASGI ``receive``, the waiting handler also listens for ``http.disconnect`` (after
+the body, the server sends nothing else) and cancels the call's future, which the lane
+checks before the work starts.
 
 Hand-written rather than a ThreadPoolExecutor: an executor hands its thread one job at a
 time, and a batch needs every queued job at once.
@@ -37,7 +40,7 @@ import collections
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -57,6 +60,15 @@ BACKGROUND_MAX_WAIT_S = 0.25
 
 class DeadlinePassed(Exception):
     """The call waited in the lane past its request's deadline; it was not run."""
+
+
+class ClientGone(Exception):
+    """The request's client disconnected while its call waited; it was not run."""
+
+
+async def _until_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass
@@ -104,16 +116,32 @@ class ComputeLane:
         call that is already too late."""
         return await self._submit(started, (fn, args))
 
-    async def run_pipeline(self, started: float, call: Call) -> PipelineResult:
-        """``call``'s pipeline run, batched with the other queued ones."""
-        return await self._submit(started, call)
+    async def run_pipeline(self, started: float, call: Call,
+                           receive: Callable[[], Awaitable[dict]] | None = None,
+                           ) -> PipelineResult:
+        """``call``'s pipeline run, batched with the other queued ones; with the request's
+        ASGI ``receive`` (its body already read), a client that disconnects first gets its
+        call dropped unrun (``ClientGone``)."""
+        return await self._submit(started, call, receive)
 
-    async def _submit(self, started: float, work: Call | tuple) -> Any:
+    async def _submit(self, started: float, work: Call | tuple,
+                      receive: Callable[[], Awaitable[dict]] | None = None) -> Any:
         loop = asyncio.get_running_loop()
         job = _Job(work, started + self.deadline_s, loop.create_future(), loop)
         self._submitted += 1
         self._queue.put(job)
-        return await job.future
+        if receive is None:
+            return await job.future
+        gone = loop.create_task(_until_disconnect(receive))
+        try:
+            await asyncio.wait((job.future, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not job.future.done():  # the client left first: the lane skips a cancelled job
+            job.future.cancel()
+            metrics.COMPUTE_DROPPED.labels("disconnected").inc()
+            raise ClientGone()
+        return job.future.result()
 
     def run_background(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the lane's thread once no request waits; blocks the calling thread
@@ -223,6 +251,7 @@ class ComputeLane:
         if job.future.cancelled():  # its request is gone: nobody waits for the answer
             return False
         if time.perf_counter() > job.deadline:
+            metrics.COMPUTE_DROPPED.labels("deadline").inc()
             job.settle(error=DeadlinePassed())
             return False
         return True

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from service import metrics, openapi
-from service.compute import DeadlinePassed
+from service.compute import ClientGone, DeadlinePassed
 from service.stores.breaker import StoreUnavailable
 
 # A 422 echoes each rejected ``input``, clipped to this: never the whole body back.
@@ -254,6 +254,12 @@ def install(app: FastAPI) -> None:
     async def _too_late(request: Request, exc: DeadlinePassed) -> JSONResponse:
         metrics.OVERLOAD_REJECTIONS.labels(request.url.path).inc()  # model paths only
         return await _domain(request, OverloadedError())
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, exc: ClientGone) -> Response:
+        # Nobody reads this answer: nginx's 499 (client closed request) names it in the logs
+        # and the status metric.
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -132,6 +132,11 @@ DEGRADED = Counter(
     "genrec_degraded_responses_total", "Answers served without a part they normally use, by "
     "reason (store: Redis unreachable; models: a path's models not live yet)", ["reason"],
 )
+COMPUTE_DROPPED = Counter(
+    "genrec_compute_dropped_total", "Model calls dropped before their work started, by reason "
+    "(deadline: queued past GENREC_COMPUTE_DEADLINE_MS; disconnected: the client went away)",
+    ["reason"],
+)
 COMPUTE_BATCH = Histogram(
     "genrec_compute_batch_size", "Pipeline runs computed together in one micro-batch",
     buckets=(1, 2, 4, 8, 16, 32, 64),
@@ -179,6 +184,8 @@ RESULT_CACHE = Counter(
 # the first degraded answer or cache lookup (the label values are a closed set).
 for _reason in ("store", "models"):
     DEGRADED.labels(_reason)
+for _reason in ("deadline", "disconnected"):
+    COMPUTE_DROPPED.labels(_reason)
 for _result in ("hit", "miss"):
     HSTU_CACHE.labels(_result)
     RESULT_CACHE.labels(_result)

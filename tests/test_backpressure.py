@@ -158,6 +158,72 @@ async def test_recommend_past_its_deadline_is_a_503(tiny_artifacts) -> None:
 
 
 
+def _batched_runs() -> float:
+    from service import metrics
+
+    return next(s.value for s in metrics.COMPUTE_BATCH.collect()[0].samples
+                if s.name.endswith("_sum"))
+
+
+async def test_recommend_whose_client_left_is_dropped_unrun(tiny_artifacts) -> None:
+    """Two /recommend calls wait behind a held lane; one client disconnects meanwhile. Its
+    call is dropped before any model work (499, counted), the other is computed."""
+    import threading
+    import time
+
+    import orjson
+
+    from tests.helpers import running
+
+    async with running(Settings(artifacts_dir=tiny_artifacts)) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        lane = app.state.genrec.compute
+        dropped = REGISTRY.get_sample_value("genrec_compute_dropped_total",
+                                            {"reason": "disconnected"})
+        runs = _batched_runs()
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(10)
+
+        busy = asyncio.ensure_future(lane.run(time.perf_counter(), hold))
+        assert await asyncio.to_thread(holding.wait, 10)
+        body = orjson.dumps({"user_id": "5", "k": 10, "path": "cascade"})
+        left, sent, answer = asyncio.Event(), [], []
+
+        async def receive() -> dict:
+            if not sent:
+                sent.append(True)
+                return {"type": "http.request", "body": body, "more_body": False}
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            answer.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/recommend",
+                 "raw_path": b"/recommend", "query_string": b"", "root_path": "",
+                 "headers": [(b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 40000), "server": ("test", 80)}
+        gone = asyncio.ensure_future(app(scope, receive, send))
+        kept = asyncio.ensure_future(client.post("/recommend", json={"user_id": "6", "k": 10,
+                                                                     "path": "cascade"}))
+        await asyncio.sleep(0.2)  # both wait in the lane
+        assert not gone.done() and not kept.done()
+        left.set()
+        await asyncio.wait_for(gone, 5)
+        assert answer[0]["status"] == 499
+        release.set()
+        await busy
+        assert (await kept).status_code == 200
+        assert REGISTRY.get_sample_value("genrec_compute_dropped_total",
+                                         {"reason": "disconnected"}) == dropped + 1
+        assert _batched_runs() == runs + 1  # only the call whose client stayed ran
+
+
 async def test_background_work_runs_on_the_lane_after_queued_requests() -> None:
     """``run_background`` (a candidate version's load and smoke steps) runs on the lane's own
     thread, hands back its result or its exception, and yields to requests: a step added

@@ -60,7 +60,7 @@ def test_rankers_score_a_batch_as_one_user_at_a_time(setup) -> None:
     rt, contexts = setup
     ref = build_components(rt, EngineSettings()).rankers
     got = build_components(rt, EngineSettings()).rankers
-    assert {"din", "hstu_ranker"} <= set(got)
+    assert {"din", "deepfm", "hstu_ranker"} <= set(got)
     rng = np.random.default_rng(0)
     sizes = [0, 1, 7, 60, 150]
     items = [rng.choice(rt.n_items, sizes[i % len(sizes)], replace=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from models.engine.core.batch import Call
 from service import metrics
@@ -34,6 +34,7 @@ router = APIRouter(tags=["recommend"])
 @router.post("/recommend", response_model=RecommendResponse)
 async def recommend(
     req: RecommendRequest,
+    request: Request,
     rt: RuntimeDep,
     comp: ComponentsDep,
     store: StoreDep,
@@ -65,7 +66,9 @@ async def recommend(
     if key is not None:
         metrics.RESULT_CACHE.labels("hit" if cached else "miss").inc()
     if result is None:
-        result = await compute.run_pipeline(t0, Call(pipeline, ctx, req.k, params))
+        # request.receive: a client that disconnects while the call waits gets it dropped.
+        result = await compute.run_pipeline(t0, Call(pipeline, ctx, req.k, params),
+                                            request.receive)
         if key is not None:
             results.put(key, result)
         for st in result.stages:
