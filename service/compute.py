@@ -138,8 +138,7 @@ class ComputeLane:
         finally:
             gone.cancel()
         if not job.future.done():  # the client left first: the lane skips a cancelled job
-            job.future.cancel()
-            metrics.COMPUTE_DROPPED.labels("disconnected").inc()
+            job.future.cancel()  # (a job already computing finishes; its answer is dropped)
             raise ClientGone()
         return job.future.result()
 
@@ -249,6 +248,7 @@ class ComputeLane:
     def _still_wanted(job: _Job) -> bool:
         """False (answered where someone waits) for a job past its deadline or cancelled."""
         if job.future.cancelled():  # its request is gone: nobody waits for the answer
+            metrics.COMPUTE_DROPPED.labels("disconnected").inc()
             return False
         if time.perf_counter() > job.deadline:
             metrics.COMPUTE_DROPPED.labels("deadline").inc()
