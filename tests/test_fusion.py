@@ -343,3 +343,12 @@ def test_a_plan_with_a_ranker_keeps_its_sources() -> None:
     assert "A" in plan.sources
     assert plan.validation["rank"][1] >= plan.validation["single"]["A"][1]
     assert plan.validation["rank"] == pytest.approx([1.0, 1.0])  # the oracle ranks it first
+
+
+def test_objective_orders_by_the_sum_of_ndcg_and_hr() -> None:
+    """A plan higher in NDCG@10 but lower in HR@10 by more loses: the paths are judged on both
+    metrics (per user, a hit at rank r counts 1 + 1 / log2(r + 2))."""
+    one_top_hit = objective(np.array([0, MISS]))  # NDCG .5, HR .5
+    two_low_hits = objective(np.array([9, 9]))  # NDCG 1 / log2(11) = .289, HR 1
+    assert one_top_hit[0] > two_low_hits[0] and one_top_hit[1] < two_low_hits[1]
+    assert two_low_hits > one_top_hit and max(one_top_hit, two_low_hits) == two_low_hits

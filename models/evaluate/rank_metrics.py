@@ -134,11 +134,12 @@ def summarize(ranks: np.ndarray, ks: Sequence[int] = (10, 50)) -> dict[str, floa
 
 def significant_gain(new: np.ndarray, base: np.ndarray, min_gain: float, z: float = 2.0,
                      k: int = 10) -> bool:
-    """Do ranks ``new`` (U,) beat ``base`` (U,) on mean NDCG@k by at least ``min_gain``
+    """Do ranks ``new`` (U,) beat ``base`` (U,) on mean NDCG@k + HR@k by at least ``min_gain``
     (relative) and by ``z`` paired standard errors of the per-user difference? A later stage
     (ranker, rerank) costs latency on every request; a gain smaller than its own noise on a
     thousand users does not carry over to other users."""
-    a, b = ndcg(new, k), ndcg(base, k)
+    # Per user NDCG@k + HR@k, the fit's objective (models/evaluate/fusion_fit.py: Score).
+    a, b = ndcg(new, k) + hit_rate(new, k), ndcg(base, k) + hit_rate(base, k)
     d = a - b  # (U,)
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     gain = float(d.mean()) if len(d) else 0.0
