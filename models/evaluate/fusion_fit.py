@@ -36,7 +36,7 @@ import numpy as np
 from models.engine.core.context import UserContext
 from models.engine.paths.fused import FusedPath
 from models.engine.rank.fusion import RANKER, FusionPlan, best_first, ranker_order, union
-from models.evaluate.rank_metrics import MISS, hit_rate, ndcg, significant_gain
+from models.evaluate.rank_metrics import MISS, Score, objective, significant_gain
 
 K = 10
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -139,32 +139,6 @@ def fused_scores(r: np.ndarray, w: np.ndarray, rr: np.ndarray, w_ranker: float) 
     if w_ranker > 0:
         score += w_ranker * rr
     return score
-
-
-class Score(tuple):
-    """(NDCG@K, HR@K), ordered by their sum, then NDCG@K. The paths are judged on both
-    metrics, and an NDCG-first order let the fit trade HR away for nothing: on Beauty's CPU
-    default it took a plan 0.00004 higher in validation NDCG@10 and 0.0034 (2.6%) lower in
-    HR@10. Per user the sum is 1 + 1 / log2(rank + 2) for a hit in the top K, else 0."""
-
-    def _key(self) -> tuple[float, float]:
-        return self[0] + self[1], self[0]
-
-    def __lt__(self, other: tuple) -> bool:
-        return self._key() < Score._key(other)
-
-    def __gt__(self, other: tuple) -> bool:
-        return self._key() > Score._key(other)
-
-    def __le__(self, other: tuple) -> bool:
-        return self._key() <= Score._key(other)
-
-    def __ge__(self, other: tuple) -> bool:
-        return self._key() >= Score._key(other)
-
-
-def objective(ranks: np.ndarray) -> Score:
-    return Score((float(ndcg(ranks, K).mean()), float(hit_rate(ranks, K).mean())))
 
 
 def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarray:
