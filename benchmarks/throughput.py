@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 P99_GOAL_MS = 50.0
@@ -85,11 +86,11 @@ def start(artifacts: Path, env: dict[str, str], workers: int) -> tuple[subproces
 def cache_lookups(url: str) -> dict[str, float]:
     """The server's result-cache lookups so far, by result (hit, miss), from its /metrics."""
     out = {"hit": 0.0, "miss": 0.0}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("genrec_result_cache_lookups_total{"):
-            for result in out:
-                if f'result="{result}"' in line:
-                    out[result] += float(line.rsplit(" ", 1)[1])
+    for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        if fam.name == "genrec_result_cache_lookups":
+            for s in fam.samples:
+                if s.name.endswith("_total") and s.labels.get("result") in out:
+                    out[s.labels["result"]] += s.value
     return out
 
 

@@ -54,7 +54,6 @@ class ResultCache:
     """At most ``size`` results (0 turns the cache off)."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
         self._lru: LRUCache[Key, PipelineResult] | None = LRUCache(size) if size else None
 
     @staticmethod
