@@ -17,20 +17,18 @@ from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
 from models.engine.paths.cascade import Cascade
 from models.engine.rank.fusion import RANKER, FusionPlan, fuse, reciprocal_ranks, union
-from models.evaluate.fusion_fit import (
-    REQUIRED_FLOOR,
+from models.evaluate.fusion_fit import REQUIRED_FLOOR, fit_plan, prune_costly
+from models.evaluate.fusion_matrix import (
     K,
     Matrix,
     PoolRun,
     collect,
-    fit_plan,
     fused_ranks,
     matrix,
-    objective,
     target_rank,
 )
 from models.evaluate.offline import eval_context, rank_in_list
-from models.evaluate.rank_metrics import MISS
+from models.evaluate.rank_metrics import MISS, objective
 
 
 def _reference(ids, lists, ranker, weights, c):
@@ -352,3 +350,59 @@ def test_objective_orders_by_the_sum_of_ndcg_and_hr() -> None:
     two_low_hits = objective(np.array([9, 9]))  # NDCG 1 / log2(11) = .289, HR 1
     assert one_top_hit[0] > two_low_hits[0] and one_top_hit[1] < two_low_hits[1]
     assert two_low_hits > one_top_hit and max(one_top_hit, two_low_hits) == two_low_hits
+
+
+def _copies_run(n_users: int, seed: int) -> PoolRun:
+    """A holds the target first for odd users, B for even users except every tenth; for
+    those only C1 and C2, two identical sources that answer no one else, hold it first."""
+    rng = np.random.default_rng(seed)
+    lists, pool, targets = [], [], []
+    for u in range(n_users):
+        items = rng.permutation(400)
+        target = int(items[0])
+        a, b = items[1:31].copy(), items[31:61].copy()
+        per = {"A": a, "B": b}
+        if u % 2:
+            a[0] = target
+        elif u % 10:
+            b[0] = target
+        else:
+            per["C1"] = np.concatenate([[target], items[100:129]])
+            per["C2"] = per["C1"].copy()
+        lists.append(per)
+        pool.append(union(list(per.values())))
+        targets.append(target)
+    return PoolRun(["A", "B", "C1", "C2"], lists, pool, None, np.array(targets))
+
+
+@pytest.mark.parametrize("costlier", ["C1", "C2"])
+def test_the_costlier_of_two_copies_is_pruned(costlier: str) -> None:
+    """With both copies served, either one adds nothing: the costlier leaves the plan. The
+    other then holds every tenth user's target alone and stays."""
+    run = _copies_run(200, 8)
+    names, w = ["A", "B", "C1", "C2"], np.ones(4)
+    costs = {"A": 1.0, "B": 1.0, "C1": 1.0, "C2": 1.0, costlier: 5.0}
+    kept, w_kept, w_r, m, pruned = prune_costly(run, names, w, 0.0, 20.0, (), (), costs,
+                                                0.005)
+    assert pruned == [costlier]
+    assert kept == [s for s in names if s != costlier]
+    before = objective(fused_ranks(matrix(run, names), w, 0.0, 20.0))
+    assert before[1] == 1.0  # every target in the top 10
+    assert objective(fused_ranks(m, w_kept, w_r, 20.0)) >= before
+    # the same copy leaves when the plan is fitted with these costs
+    start = FusionPlan({s: 30 for s in names}, dict.fromkeys(names, 1.0))
+    plan = fit_plan(run, dict.fromkeys(names, 30), (), None, c_grid=(20.0,), start=start,
+                    costs=costs)
+    assert plan.validation["pruned"] == [] and set(plan.sources) == set(names)  # start kept
+    plan = fit_plan(run, dict.fromkeys(names, 30), (), None, c_grid=(20.0,), costs=costs)
+    assert costlier not in plan.sources and plan.validation["rank"][1] == 1.0
+
+
+def test_required_sources_are_never_pruned() -> None:
+    """C never holds a target and is required: it stays however costly."""
+    run = _halves_run(60, 3, "C")
+    costs = {"A": 1.0, "B": 1.0, "C": 100.0}
+    plan = fit_plan(run, {"A": 30, "B": 30, "C": 30}, ("C",), None, c_grid=(20.0,),
+                    costs=costs)
+    assert "C" in plan.sources and plan.validation["pruned"] == []
+    assert {"A", "B"} <= set(plan.sources)  # each holds half of the targets: significant

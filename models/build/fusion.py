@@ -15,12 +15,14 @@ import torch
 
 from models.artifacts.manifest import write_json
 from models.build.job import BuildJob
+from models.engine.core.context import UserContext
 from models.engine.core.memo import RecallMemo
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
 from models.engine.rank.fusion import FusionPlan
-from models.evaluate.fusion_fit import collect, fit_plan
+from models.evaluate.fusion_fit import fit_plan
+from models.evaluate.fusion_matrix import collect
 from models.evaluate.offline import eval_context
 from models.registry import PATH_SPECS, Component
 
@@ -36,6 +38,30 @@ class FusionConfig:
     min_gain: float = 0.005  # relative NDCG@10 gain a source must bring to be served
     c_grid: tuple[float, ...] = (5.0, 20.0, 60.0)
     diversity_grid: tuple[float, ...] = (0.0, 0.02, 0.05)
+    # Drop sources whose gain is within its noise, costliest first (fusion_fit step 4).
+    prune: bool = True
+    cost_users: int = 64  # contexts each source's cost is timed on
+
+
+def source_costs(sources: dict[str, Any], contexts: list[UserContext], quotas: dict[str, int]
+                 ) -> dict[str, float]:
+    """Each source's ms per request: one call per context at its fit quota, after one
+    untimed call (lazy initialisation). One thread, as the compute lane serves."""
+    costs = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for name, quota in quotas.items():
+                src = sources[name]
+                src.recall(contexts[0], quota)
+                t = time.perf_counter()
+                for ctx in contexts:
+                    src.recall(ctx, quota)
+                costs[name] = 1000 * (time.perf_counter() - t) / len(contexts)
+    finally:
+        torch.set_num_threads(threads)
+    return costs
 
 
 def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
@@ -52,6 +78,7 @@ def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
     targets = job.split.valid_target[users]
     plans, report = {}, {}
     fitted: FusionPlan | None = None
+    timed: dict[str, float] = {}  # source -> ms per request, shared by both paths
     for spec in PATH_SPECS:  # the cascade first: the generative fit starts from its plan
         path = comp.pipelines.get(spec.name)
         if path is None or path.ranker is None or not all(r in comp.recall
@@ -63,8 +90,13 @@ def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
         quotas = {s: cfg.quotas.get(s, cfg.quota) for s in spec.pool if s in comp.recall}
         with torch.inference_mode():
             run = collect(path, contexts, targets, quotas)
+        costs = None
+        if cfg.prune:
+            todo = {s: q for s, q in quotas.items() if s not in timed}
+            timed.update(source_costs(comp.recall, contexts[: cfg.cost_users], todo))
+            costs = {s: timed[s] for s in quotas}
         plan = fit_plan(run, quotas, spec.required, path.reranker, cfg.c_grid, cfg.min_gain,
-                        cfg.diversity_grid, settings.rerank_window, start=fitted)
+                        cfg.diversity_grid, settings.rerank_window, start=fitted, costs=costs)
         fitted = plan
         plans[spec.name] = plan.to_dict()
         report[spec.name] = {**plans[spec.name], "fit_seconds": round(time.perf_counter() - t, 1)}
@@ -72,6 +104,7 @@ def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
         job.console.print(f"fusion {spec.name}: {plan.sources} weights {plan.weights} "
                           f"c={plan.c} diversity={plan.diversity}; validation NDCG@10 "
                           f"best single {v['single'][v['best_single']][0]:.4f} "
-                          f"({v['best_single']}) -> fused {v['rank'][0]:.4f}")
+                          f"({v['best_single']}) -> fused {v['rank'][0]:.4f}; "
+                          f"pruned {v['pruned']}")
     write_json(job.out / component.files[0], plans)
     return report

@@ -18,7 +18,13 @@ The search then runs on matrices, without calling a model again:
 3. Both are repeated for each RRF constant ``c``; the best plan wins. Without a ranker, a
    source whose weight ended at 0 (and is not required) leaves the plan when that does not
    lower the objective (``drop_unweighted``): it would cost a call per request for nothing.
-4. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
+4. Cost (when the sources' measured costs are given): the plan's sources, costliest first,
+   each leave it when the plan without them (weights re-tuned) is not worse by ``min_gain``
+   and ``PRUNE_Z`` paired standard errors (``prune_costly``). Step 1 adds a source for a
+   ``min_gain`` gain, which on a thousand users is a few users: noise that every request
+   would pay for. Required sources and those of the start plan stay, so the generative
+   path keeps the cascade's sources.
+5. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
    best by the validation objective is kept if it beats no rerank (0) as the ranker must.
 
 Objective: NDCG@10 + HR@10 (``Score``), NDCG@10 breaking ties; the significance rules compare
@@ -28,17 +34,24 @@ as served. The test split is never read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from models.engine.core.context import UserContext
-from models.engine.paths.fused import FusedPath
-from models.engine.rank.fusion import RANKER, FusionPlan, best_first, ranker_order, union
+from models.engine.rank.fusion import RANKER, FusionPlan, best_first
+from models.evaluate.fusion_matrix import (
+    K,
+    Matrix,
+    PoolRun,
+    fused_ranks,
+    fused_scores,
+    matrix,
+    restricted,
+    source_alone,
+    target_rank,
+)
 from models.evaluate.rank_metrics import MISS, Score, objective, significant_gain
 
-K = 10
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 # A path's required sources (the generative path's generator) are served, so they keep at
 # least this weight: a weight of 0 would run the source and throw its answer away. Small, so
@@ -47,103 +60,10 @@ WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 # 0.25 (Beauty's CPU default: validation NDCG@10 0.0798 against 0.0801 for the same plan
 # without it). The fit tries the floor and every grid weight above it.
 REQUIRED_FLOOR = 0.01
-
-
-@dataclass
-class PoolRun:
-    """Per fit user: each pool source's ranked ids, the pool union and the ranker's scores over
-    it (None without a ranker), and the validation target."""
-
-    names: list[str]
-    lists: list[dict[str, np.ndarray]]
-    pool: list[np.ndarray]
-    ranker: list[np.ndarray] | None
-    targets: np.ndarray  # (U,)
-
-
-def collect(path: FusedPath, contexts: Sequence[UserContext], targets: np.ndarray,
-            quotas: dict[str, int]) -> PoolRun:
-    """Runs the path's own recall (every source in ``quotas``) and its ranker for each user."""
-    params = {"recall": list(quotas.items())}
-    lists, pool, scores = [], [], []
-    for ctx in contexts:
-        ids, per_source, _ = path.recall(ctx, K, params)
-        lists.append(per_source)
-        pool.append(ids)
-        if path.ranker is not None:
-            scores.append(path.ranker.score(ctx, ids))
-    return PoolRun(list(quotas), lists, pool, scores if path.ranker is not None else None,
-                   np.asarray(targets, np.int64))
-
-
-@dataclass
-class Matrix:
-    """The candidates of ``active`` sources per user, padded to C columns."""
-
-    ranks: np.ndarray  # (U, C, S) int32: 1-based rank in each active source, 0 = absent
-    ranker_rank: np.ndarray  # (U, C) int32: rank by the ranker within the union, 0 = padding
-    valid: np.ndarray  # (U, C) bool
-    target: np.ndarray  # (U,) column of the target, -1 when it is no candidate
-    ids: np.ndarray  # (U, C) int64, -1 = padding
-
-    def recip(self, c: float) -> tuple[np.ndarray, np.ndarray]:
-        """(U, C, S) and (U, C) reciprocal ranks ``1 / (c + rank)``, 0 where absent."""
-        r = np.where(self.ranks > 0, 1.0 / (c + self.ranks.astype(np.int64)), 0.0)
-        rr = np.where(self.ranker_rank > 0, 1.0 / (c + self.ranker_rank.astype(np.int64)), 0.0)
-        return r, rr
-
-
-def matrix(run: PoolRun, active: Sequence[str]) -> Matrix:
-    unions = [union([lst[s] for s in active if s in lst]) for lst in run.lists]
-    n_users, width = len(unions), max(1, max(len(u) for u in unions))
-    m = Matrix(np.zeros((n_users, width, len(active)), np.int32),
-               np.zeros((n_users, width), np.int32), np.zeros((n_users, width), bool),
-               np.full(n_users, -1, np.int64), np.full((n_users, width), -1, np.int64))
-    for u, ids in enumerate(unions):
-        n = len(ids)
-        m.valid[u, :n] = True
-        m.ids[u, :n] = ids
-        hit = np.flatnonzero(ids == run.targets[u])
-        m.target[u] = hit[0] if len(hit) else -1
-        pos = {int(i): j for j, i in enumerate(ids)}
-        for s, name in enumerate(active):
-            ranked = run.lists[u].get(name, ())
-            cols = [pos[int(i)] for i in ranked]
-            m.ranks[u, cols, s] = np.arange(1, len(cols) + 1)
-        if run.ranker is not None and n:
-            order = np.argsort(run.pool[u], kind="stable")
-            at = order[np.searchsorted(run.pool[u][order], ids)]
-            m.ranker_rank[u, :n] = ranker_order(ids, run.ranker[u][at])
-    return m
-
-
-def target_rank(score: np.ndarray, m: Matrix) -> np.ndarray:
-    """score (U, C) -> (U,) 0-based rank of each target as served (``best_first``: higher
-    score first, ties by the smaller item id), MISS when the target is no candidate."""
-    score = np.where(m.valid, score, -np.inf)
-    rows = np.arange(len(score))
-    col = np.maximum(m.target, 0)
-    t = score[rows, col][:, None]
-    t_id = m.ids[rows, col][:, None]
-    rank = (score > t).sum(1) + ((score == t) & m.valid & (m.ids < t_id)).sum(1)
-    return np.where(m.target >= 0, rank, MISS)
-
-
-def fused_scores(r: np.ndarray, w: np.ndarray, rr: np.ndarray, w_ranker: float) -> np.ndarray:
-    """(U, C) fused scores summed column by column, as ``fusion.fuse`` sums them when serving
-    (the same floats in the same order, so ties and near-ties fall the same way)."""
-    score = np.zeros(r.shape[:2], np.float64)
-    for j, x in enumerate(w):
-        if x > 0:
-            score += x * r[..., j]
-    if w_ranker > 0:
-        score += w_ranker * rr
-    return score
-
-
-def fused_ranks(m: Matrix, w: np.ndarray, w_ranker: float, c: float) -> np.ndarray:
-    r, rr = m.recip(c)
-    return target_rank(fused_scores(r, w, rr, w_ranker), m)
+# A served source must be worth this many paired standard errors of the per-user objective
+# (step 4). One, not the ranker's two: a source is cheaper than the ranker, and dropping
+# one whose gain is real but small costs quality on every request too.
+PRUNE_Z = 1.0
 
 
 def _best_weight(score_fn, current: float, floor: float = 0.0
@@ -162,36 +82,22 @@ def _best_weight(score_fn, current: float, floor: float = 0.0
     return best
 
 
-def _restricted(full: Matrix, active: Sequence[int]) -> Matrix:
-    """``full`` with only the candidates some ``active`` source holds."""
-    valid = (full.ranks[..., list(active)] > 0).any(-1)
-    target = np.where((full.target >= 0) & valid[np.arange(len(valid)),
-                                                 np.maximum(full.target, 0)], full.target, -1)
-    return Matrix(full.ranks, full.ranker_rank, valid, target, full.ids)
-
-
-def source_alone(full: Matrix) -> list[tuple[float, float]]:
-    """Each source's own order, as served when it is the only source (ties by item id make
-    the pool's candidate order irrelevant)."""
-    r, _ = full.recip(20.0)
-    return [objective(target_rank(r[..., s], _restricted(full, [s])))
-            for s in range(r.shape[-1])]
-
-
 def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], c: float,
                    min_gain: float, single: Sequence[tuple[float, float]],
-                   start: dict[str, float] | None = None) -> tuple[list[int], np.ndarray]:
+                   start: dict[str, float] | None = None,
+                   costs: Mapping[str, float] | None = None) -> tuple[list[int], np.ndarray]:
     """Step 1 (no ranker): -> (active source columns, weights (S,)). ``single``: each
     source's objective alone (``source_alone``; a monotone weight keeps its order, so it does
     not depend on ``c``). ``start`` (another
     path's source weights, e.g. the cascade's) is a second starting point beside the best
-    single source, so this path's fit is never below it on validation either."""
+    single source, so this path's fit is never below it on validation either. ``costs``:
+    of sources that add the same, the cheapest is added."""
     r, _ = full.recip(c)
     n = len(names)
 
     def score(w: np.ndarray, active: Sequence[int]) -> tuple[float, float]:
         return objective(target_rank(fused_scores(r, w, r[..., 0], 0.0),
-                                      _restricted(full, active)))
+                                      restricted(full, active)))
 
     best = max(range(n), key=lambda s: Score(single[s]))
     w, active = np.eye(n)[best], [best]
@@ -208,7 +114,8 @@ def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], 
     current = score(w, active)
     while len(active) < n:
         add = None
-        for s in (s for s in range(n) if s not in active):
+        by_cost = sorted(range(n), key=lambda s: (costs or {}).get(names[s], 0.0))
+        for s in (s for s in by_cost if s not in active):
             trial = sorted([*active, s])
             for x in WEIGHTS[1:]:
                 val = score(_with(w, s, x), trial)
@@ -276,11 +183,41 @@ def drop_unweighted(run: PoolRun, names: list[str], w: np.ndarray, c: float,
     return (kept, w_kept, m_kept, val_kept) if val_kept >= val else (names, w, m, val)
 
 
+def prune_costly(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: float,
+                 required: Sequence[str], keep: Sequence[str], costs: Mapping[str, float],
+                 min_gain: float, floor: tuple[float, float] = (0.0, 0.0),
+                 ) -> tuple[list[str], np.ndarray, float, Matrix, list[str]]:
+    """Step 4: -> (names, weights, ranker weight, matrix, the sources pruned, in order).
+    ``keep``: sources never pruned (the required ones are kept too). ``floor``: a pruned
+    plan must still reach this objective (the best single source's)."""
+    keep = {*required, *keep}
+    m = matrix(run, names)
+    current = fused_ranks(m, w, w_r, c)
+    pruned = []
+    for s in sorted((s for s in names if s not in keep), key=lambda s: -costs.get(s, 0.0)):
+        if len(names) == 1:
+            break
+        idx = [j for j, x in enumerate(names) if x != s]
+        trial = [names[j] for j in idx]
+        m_t = matrix(run, trial)
+        floors = np.array([REQUIRED_FLOOR if x in required else 0.0 for x in trial])
+        w_t, wr_t, _ = tune_weights(m_t, w[idx].copy(), w_r > 0, c, floors=floors)
+        ranks_t = fused_ranks(m_t, w_t, wr_t, c)
+        if significant_gain(current, ranks_t, min_gain, z=PRUNE_Z) or \
+                Score(objective(ranks_t)) < Score(floor):
+            continue  # s earns its cost
+        names, w, w_r, m, current = trial, w_t, wr_t, m_t, ranks_t
+        pruned.append(s)
+    return names, w, w_r, m, pruned
+
+
 def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], reranker,
              c_grid: Sequence[float] = (5.0, 20.0, 60.0), min_gain: float = 0.005,
              diversity_grid: Sequence[float] = (0.0, 0.02, 0.05), window: int = 100,
-             start: FusionPlan | None = None) -> FusionPlan:
-    """Steps 1-4 above -> the plan, its validation figures in ``plan.validation``."""
+             start: FusionPlan | None = None, costs: Mapping[str, float] | None = None,
+             ) -> FusionPlan:
+    """Steps 1-5 above -> the plan, its validation figures in ``plan.validation``.
+    ``costs``: each source's measured ms per request; None skips step 4."""
     names = run.names
     full = matrix(run, names)
     singles = dict(zip(names, source_alone(full), strict=True))
@@ -289,7 +226,7 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         start_w = None if start is None else {s: start.weights.get(s, 0.0)
                                               for s in start.sources}
         active, w = select_sources(full, names, required, c, min_gain,
-                                   list(singles.values()), start_w)
+                                   list(singles.values()), start_w, costs)
         active_names = [names[s] for s in active]
         m = matrix(run, active_names)
         floors = np.array([REQUIRED_FLOOR if s in required else 0.0 for s in active_names])
@@ -305,6 +242,14 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         if best is None or val > best[0]:
             best = (val, c, active_names, w_active, w_r, m)
     val, c, active_names, w_active, w_r, m = best
+    pruned: list[str] = []
+    unpruned = val
+    if costs is not None:
+        keep = list(start.sources) if start is not None else []
+        active_names, w_active, w_r, m, pruned = prune_costly(
+            run, active_names, w_active, w_r, c, required, keep, costs, min_gain,
+            max(singles.values(), key=Score))
+        val = objective(fused_ranks(m, w_active, w_r, c))
     r, rr = m.recip(c)
     fused = fused_scores(r, w_active, rr, w_r)
     ranks_div = {} if reranker is None else {
@@ -323,6 +268,9 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         "recall": list(objective(target_rank(fused_scores(r, w_active, rr, 0.0), m))),
         "rank": list(val),
         "rerank": {str(d): list(v) for d, v in by_div.items()},
+        "pruned": pruned, "unpruned": list(unpruned),
+        "cost_ms": None if costs is None else {s: round(float(costs[s]), 2)
+                                               for s in names if s in costs},
     }
     return FusionPlan(sources={s: quotas[s] for s in active_names}, weights=weights, c=c,
                       diversity=diversity, validation=validation)
