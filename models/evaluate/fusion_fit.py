@@ -19,11 +19,12 @@ The search then runs on matrices, without calling a model again:
    source whose weight ended at 0 (and is not required) leaves the plan when that does not
    lower the objective (``drop_unweighted``): it would cost a call per request for nothing.
 4. Cost (when the sources' measured costs are given): the plan's sources, costliest first,
-   each leave it when the plan without them (weights re-tuned) is not worse by ``min_gain``
-   and ``PRUNE_Z`` paired standard errors (``prune_costly``). Step 1 adds a source for a
-   ``min_gain`` gain, which on a thousand users is a few users: noise that every request
-   would pay for. Required sources and those of the start plan stay, so the generative
-   path keeps the cascade's sources.
+   each leave it when the plan without them (weights re-tuned) is not worse than the fitted
+   plan by ``min_gain`` and ``PRUNE_Z`` paired standard errors (``prune_costly``; always
+   against the fitted plan, so that several prunes cannot lose more together). Step 1
+   adds a source for a ``min_gain`` gain, which on a thousand users is a few users: noise
+   that every request would pay for. Required sources and those of the start plan stay,
+   so the generative path keeps the cascade's sources.
 5. Diversity: the reranker runs on the fused list for each value in ``diversity_grid``; the
    best by the validation objective is kept if it beats no rerank (0) as the ranker must.
 
@@ -192,8 +193,8 @@ def prune_costly(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: f
     plan must still reach this objective (the best single source's)."""
     keep = {*required, *keep}
     m = matrix(run, names)
-    current = fused_ranks(m, w, w_r, c)
-    pruned = []
+    fitted = fused_ranks(m, w, w_r, c)  # each trial is held to the plan as fitted, so the
+    pruned = []  # losses of several prunes cannot add up past the bound
     for s in sorted((s for s in names if s not in keep), key=lambda s: -costs.get(s, 0.0)):
         if len(names) == 1:
             break
@@ -203,10 +204,10 @@ def prune_costly(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: f
         floors = np.array([REQUIRED_FLOOR if x in required else 0.0 for x in trial])
         w_t, wr_t, _ = tune_weights(m_t, w[idx].copy(), w_r > 0, c, floors=floors)
         ranks_t = fused_ranks(m_t, w_t, wr_t, c)
-        if significant_gain(current, ranks_t, min_gain, z=PRUNE_Z) or \
+        if significant_gain(fitted, ranks_t, min_gain, z=PRUNE_Z) or \
                 Score(objective(ranks_t)) < Score(floor):
             continue  # s earns its cost
-        names, w, w_r, m, current = trial, w_t, wr_t, m_t, ranks_t
+        names, w, w_r, m = trial, w_t, wr_t, m_t
         pruned.append(s)
     return names, w, w_r, m, pruned
 
