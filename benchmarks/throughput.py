@@ -46,17 +46,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def parse_config(text: str) -> tuple[str, dict[str, str], int]:
-    """"name:KEY=V,KEY=V,workers=N" -> (name, env, workers)."""
+def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None]:
+    """"name:KEY=V,KEY=V,workers=N,artifacts=PATH" -> (name, env, workers, artifacts or
+    None for ``--artifacts``)."""
     name, _, rest = text.partition(":")
-    env, workers = {}, 1
+    env, workers, artifacts = {}, 1, None
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         if key == "workers":
             workers = int(value)
+        elif key == "artifacts":
+            artifacts = Path(value)
         else:
             env[key] = value
-    return name, env, workers
+    return name, env, workers, artifacts
 
 
 def start(artifacts: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, str]:
@@ -181,7 +184,8 @@ def main() -> None:
     ap.add_argument("--artifacts", type=Path, default=ROOT / "artifacts" / "ml-100k")
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--config", action="append", required=True,
-                    help="NAME:KEY=VALUE,... (env settings; workers=N), repeatable")
+                    help="NAME:KEY=VALUE,... (env settings; workers=N; artifacts=PATH "
+                         "instead of --artifacts), repeatable")
     ap.add_argument("--paths", default="cascade,generative")
     ap.add_argument("--mix", default="known=1",
                     help="loadtest's request mix (default: known users only; \"\" = its "
@@ -197,12 +201,12 @@ def main() -> None:
         path, _, values = item.partition("=")
         rates[path] = [float(v) for v in values.split(",")]
     configs = [parse_config(c) for c in args.config]
-    results: dict[str, dict[str, list[dict]]] = {name: {} for name, _, _ in configs}
+    results: dict[str, dict[str, list[dict]]] = {name: {} for name, *_ in configs}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     for i, path in enumerate(args.paths.split(",")):
         order = configs if i % 2 == 0 else configs[::-1]
-        for name, env, workers in order:
-            proc, url = start(args.artifacts, env, workers)
+        for name, env, workers, artifacts in order:
+            proc, url = start(artifacts or args.artifacts, env, workers)
             try:
                 results[name][path] = sweep(url, proc.pid, path, rates[path], args.step_s,
                                             args.out / name / path, args.dataset, args.mix)
