@@ -150,7 +150,11 @@ def test_a_call_that_breaks_the_batch_fails_alone(setup) -> None:
     rt, contexts = setup
     comp = build_components(rt, EngineSettings())
     bad = dataclasses.replace(contexts[0], history=np.array([rt.n_items + 5], np.int64))
-    calls = [Call(comp.pipelines["cascade"], c, 10) for c in (contexts[1], bad, contexts[2])]
+    # Sources that embed the history (the fitted plan may serve only count-based ones,
+    # which a bad id does not break).
+    params = {"recall": [("ann", 50), ("sasrec", 50)]}
+    calls = [Call(comp.pipelines["cascade"], c, 10, params)
+             for c in (contexts[1], bad, contexts[2])]
     got = run_batch(calls)
     assert isinstance(got[1], Exception)
     assert isinstance(got[0], PipelineResult) and isinstance(got[2], PipelineResult)
