@@ -191,21 +191,28 @@ def test_fitted_validation_figures_are_what_the_path_serves(served, tiny_artifac
     assert mismatches <= 2  # float noise in batched ranker scores may swap a near tie
 
 
-def _halves_run(n_users: int, seed: int, third: str) -> PoolRun:
-    """Sources A and B each hold the target first for half of the users (A for odd users);
-    ``third`` holds 30 other items and never the target."""
+def _built_run(n_users: int, seed: int, names: list[str], lists_of) -> PoolRun:
+    """A run without a ranker: user u's target is ``items[0]`` of a random permutation of 400
+    items, and ``lists_of(u, target, items)`` gives its sources' ranked lists."""
     rng = np.random.default_rng(seed)
     lists, pool, targets = [], [], []
     for u in range(n_users):
         items = rng.permutation(400)
-        target = int(items[0])
-        a, b = items[1:31].copy(), items[31:61].copy()
-        (a if u % 2 else b)[0] = target
-        per = {"A": a, "B": b, third: items[100:130]}
+        per = lists_of(u, int(items[0]), items)
         lists.append(per)
         pool.append(union(list(per.values())))
-        targets.append(target)
-    return PoolRun(["A", "B", third], lists, pool, None, np.array(targets))
+        targets.append(int(items[0]))
+    return PoolRun(names, lists, pool, None, np.array(targets))
+
+
+def _halves_run(n_users: int, seed: int, third: str) -> PoolRun:
+    """Sources A and B each hold the target first for half of the users (A for odd users);
+    ``third`` holds 30 other items and never the target."""
+    def lists_of(u: int, target: int, items: np.ndarray) -> dict[str, np.ndarray]:
+        a, b = items[1:31].copy(), items[31:61].copy()
+        (a if u % 2 else b)[0] = target
+        return {"A": a, "B": b, third: items[100:130]}
+    return _built_run(n_users, seed, ["A", "B", third], lists_of)
 
 
 def test_start_plan_is_a_floor() -> None:
@@ -355,11 +362,7 @@ def test_objective_orders_by_the_sum_of_ndcg_and_hr() -> None:
 def _copies_run(n_users: int, seed: int) -> PoolRun:
     """A holds the target first for odd users, B for even users except every tenth; for
     those only C1 and C2, two identical sources that answer no one else, hold it first."""
-    rng = np.random.default_rng(seed)
-    lists, pool, targets = [], [], []
-    for u in range(n_users):
-        items = rng.permutation(400)
-        target = int(items[0])
+    def lists_of(u: int, target: int, items: np.ndarray) -> dict[str, np.ndarray]:
         a, b = items[1:31].copy(), items[31:61].copy()
         per = {"A": a, "B": b}
         if u % 2:
@@ -369,10 +372,8 @@ def _copies_run(n_users: int, seed: int) -> PoolRun:
         else:
             per["C1"] = np.concatenate([[target], items[100:129]])
             per["C2"] = per["C1"].copy()
-        lists.append(per)
-        pool.append(union(list(per.values())))
-        targets.append(target)
-    return PoolRun(["A", "B", "C1", "C2"], lists, pool, None, np.array(targets))
+        return per
+    return _built_run(n_users, seed, ["A", "B", "C1", "C2"], lists_of)
 
 
 @pytest.mark.parametrize("costlier", ["C1", "C2"])
