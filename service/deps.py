@@ -17,9 +17,7 @@ from models.engine.factory import Components
 from service.compute import ComputeLane
 from service.config import Settings
 from service.errors import ForbiddenError, UnauthorizedError
-from service.experiments import Experiment
 from service.exposures import ExposureLog
-from service.result_cache import ResultCache
 from service.state import AppState, Serving
 from service.stores.base import UserStore
 
@@ -55,11 +53,6 @@ async def get_components(serving: Annotated[Serving, Depends(get_serving)]) -> C
     return serving.components
 
 
-async def get_experiment(state: Annotated[AppState, Depends(get_state)]) -> Experiment:
-    # A snapshot: a share change during the request doesn't affect it.
-    return state.experiment
-
-
 async def get_exposures(state: Annotated[AppState, Depends(get_state)]) -> ExposureLog:
     return state.exposures
 
@@ -84,19 +77,14 @@ async def get_compute(state: Annotated[AppState, Depends(get_state)]) -> Compute
     return state.compute
 
 
-async def get_results(state: Annotated[AppState, Depends(get_state)]) -> ResultCache:
-    return state.results
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 ComputeDep = Annotated[ComputeLane, Depends(get_compute)]
-ResultCacheDep = Annotated[ResultCache, Depends(get_results)]
 StoreDep = Annotated[UserStore, Depends(get_store)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ComponentsDep = Annotated[Components, Depends(get_components)]
-ExperimentDep = Annotated[Experiment, Depends(get_experiment)]
 ExposuresDep = Annotated[ExposureLog, Depends(get_exposures)]
 # For ``dependencies=[RequireAdmin]`` on a router or route.
 RequireAdmin = Depends(require_admin)

@@ -135,7 +135,7 @@ class ExperimentSync:
             await asyncio.sleep(interval_s)
 
 
-def get_sync(request: Request) -> ExperimentSync:
+async def get_sync(request: Request) -> ExperimentSync:
     """FastAPI dependency: the app's ``ExperimentSync`` (set up by ``service.app``)."""
     return request.app.state.experiment_sync
 

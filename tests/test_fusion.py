@@ -390,7 +390,8 @@ def test_the_costlier_of_two_copies_is_pruned(costlier: str) -> None:
     before = objective(fused_ranks(matrix(run, names), w, 0.0, 20.0))
     assert before[1] == 1.0  # every target in the top 10
     assert objective(fused_ranks(m, w_kept, w_r, 20.0)) >= before
-    # the same copy leaves when the plan is fitted with these costs
+    # fitted with these costs: a start plan's copies stay; without one, the greedy step adds
+    # the cheaper copy only
     start = FusionPlan({s: 30 for s in names}, dict.fromkeys(names, 1.0))
     plan = fit_plan(run, dict.fromkeys(names, 30), (), None, c_grid=(20.0,), start=start,
                     costs=costs)
@@ -407,3 +408,25 @@ def test_required_sources_are_never_pruned() -> None:
                     costs=costs)
     assert "C" in plan.sources and plan.validation["pruned"] == []
     assert {"A", "B"} <= set(plan.sources)  # each holds half of the targets: significant
+
+
+def test_fit_plan_reports_the_pruned_plan_it_serves(monkeypatch) -> None:
+    """With a bar no source can pass, every source but the best single one leaves (the floor
+    keeps that one), and the plan's validation figures are the pruned plan's own."""
+    from models.evaluate import fusion_fit
+
+    run = _halves_run(80, 9, "C")
+    quotas = {"A": 30, "B": 30, "C": 30}
+    costs = {"A": 1.0, "B": 2.0, "C": 3.0}
+    kept = fit_plan(run, quotas, (), None, c_grid=(20.0,), costs=costs)
+    assert {"A", "B"} <= set(kept.sources) and kept.validation["pruned"] == []
+    monkeypatch.setattr(fusion_fit, "PRUNE_Z", 1e6)
+    plan = fit_plan(run, quotas, (), None, c_grid=(20.0,), costs=costs)
+    v = plan.validation
+    assert len(plan.sources) == 1 and v["pruned"]
+    assert set(v["pruned"]) | set(plan.sources) == set(kept.sources)
+    served = list(plan.sources)
+    w = np.array([plan.weights[s] for s in served])
+    assert v["rank"] == list(objective(fused_ranks(matrix(run, served), w, 0.0, plan.c)))
+    assert tuple(v["rank"]) == tuple(v["single"][served[0]])  # the best single source
+    assert tuple(v["unpruned"]) > tuple(v["rank"])

@@ -35,10 +35,10 @@ class FusionConfig:
     quota: int = 100  # candidates per pool source
     # Per-source quotas that differ: the generator's beam search costs most per candidate.
     quotas: dict[str, int] = field(default_factory=lambda: {"semantic_id": 50})
-    min_gain: float = 0.005  # relative NDCG@10 gain a source must bring to be served
+    min_gain: float = 0.005  # relative NDCG@10 + HR@10 gain a source must bring to be served
     c_grid: tuple[float, ...] = (5.0, 20.0, 60.0)
     diversity_grid: tuple[float, ...] = (0.0, 0.02, 0.05)
-    # Drop sources whose gain is within its noise, costliest first (fusion_fit step 4).
+    # Drop sources whose gain is within its noise, costliest first (fusion_fit.prune_costly).
     prune: bool = True
     cost_users: int = 64  # contexts each source's cost is timed on
 

@@ -251,6 +251,9 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
             run, active_names, w_active, w_r, c, required, keep, costs, min_gain,
             max(singles.values(), key=Score))
         val = objective(fused_ranks(m, w_active, w_r, c))
+        if w_r == 0:  # re-tuning may have set a remaining source's weight to 0
+            active_names, w_active, m, val = drop_unweighted(run, active_names, w_active, c,
+                                                             val, m, required)
     r, rr = m.recip(c)
     fused = fused_scores(r, w_active, rr, w_r)
     ranks_div = {} if reranker is None else {

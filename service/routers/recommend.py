@@ -33,6 +33,7 @@ async def recommend(
     # Two dependencies, not one per part: FastAPI's per-dependency bookkeeping costs tens of
     # microseconds each on the hottest endpoint. ``serving``: one version's snapshot.
     rt, comp = serving.runtime, serving.components
+    # Read once: a share change during the request doesn't affect it.
     experiment, results = state.experiment, state.results
     # Sticky hash of (salt, user_id), or the first arm serving a forced path (422 if none).
     arm = resolve(experiment, req.user_id, req.path)
