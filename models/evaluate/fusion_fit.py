@@ -113,9 +113,9 @@ def select_sources(full: Matrix, names: Sequence[str], required: Sequence[str], 
         w[s], _ = _best_weight(lambda x, s=s, a=active: score(_with(w, s, x), a), w[s],
                                REQUIRED_FLOOR)
     current = score(w, active)
+    by_cost = sorted(range(n), key=lambda s: (costs or {}).get(names[s], 0.0))
     while len(active) < n:
         add = None
-        by_cost = sorted(range(n), key=lambda s: (costs or {}).get(names[s], 0.0))
         for s in (s for s in by_cost if s not in active):
             trial = sorted([*active, s])
             for x in WEIGHTS[1:]:

@@ -58,7 +58,7 @@ async def recommend(
     if result is None:
         # request.receive: a client that disconnects while the call waits gets it dropped.
         result = await state.compute.run_pipeline(t0, Call(pipeline, ctx, req.k, params),
-                                            request.receive)
+                                                  request.receive)
         if key is not None:
             results.put(key, result)
         for st in result.stages:
