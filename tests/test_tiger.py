@@ -211,6 +211,24 @@ def test_beam_search_equals_brute_force(seed: int) -> None:
         assert n_scores[0] <= scores[0] + 1e-9
 
 
+def test_single_token_level_is_skipped_exactly() -> None:
+    # Collision-free codes leave the dedup column one token wide (radix 1): generate skips
+    # that level's decoder pass, and its results must still be brute force's, with scores
+    # equal to the full IDs' log-probs (the head's one logit has log-prob exactly 0).
+    # The history fills max_history, so the cross-attention runs without a padding mask.
+    rng = np.random.default_rng(3)
+    pairs = rng.permutation(36)[:30]
+    sids = SemanticIds.from_codes(np.stack([pairs // 6, pairs % 6], 1))
+    assert sids.radix.tolist() == [6, 6, 1]
+    model = tiny(sids, seed=3, dtype=torch.float64, scale=0.5)
+    hists, users = [rng.integers(0, 30, size=8)], [5]
+    blocked = [set(rng.integers(0, 30, size=6).tolist())]
+    (items, scores), = generate(model, sids, hists, users, k=10, beam_size=30, blocked=blocked)
+    ref_items, ref_scores = brute_force(model, sids, hists[0], users[0], blocked[0], 10)
+    np.testing.assert_array_equal(items, ref_items)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)  # float32 out
+
+
 def test_temperature_samples_first_token_only() -> None:
     sids = random_sids(200, levels=3, size=8, seed=3)
     model = tiny(sids, scale=0.3)

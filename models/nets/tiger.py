@@ -103,10 +103,11 @@ class TigerConfig:
 @dataclass
 class MemoryCache:
     """Per-user encoder output projected for cross-attention: per decoder layer (k, v) each
-    (U, h, S, d/h), and key_ok (U, 1, 1, S) bool (False = padded history token)."""
+    (U, h, S, d/h), and key_ok (U, 1, 1, S) bool (False = padded history token), None
+    when no token is padded."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
-    key_ok: torch.Tensor
+    key_ok: torch.Tensor | None
 
 
 class TIGER(nn.Module):
@@ -249,19 +250,24 @@ class TIGER(nn.Module):
             k = F.linear(memory, w[d : 2 * d], b[d : 2 * d]).view(U, S, h, d // h)
             v = F.linear(memory, w[2 * d :], b[2 * d :]).view(U, S, h, d // h)
             kv.append((k.transpose(1, 2), v.transpose(1, 2)))  # (U, h, S, d/h) each
-        return MemoryCache(kv, (~pad)[:, None, None, :])
+        # No padding (every history full): no mask, so SDPA may take a fused kernel.
+        return MemoryCache(kv, (~pad)[:, None, None, :] if bool(pad.any()) else None)
 
     def step_logits(self, cache: MemoryCache, prefix: torch.Tensor) -> torch.Tensor:
         """prefix (U, W, p) tokens of W beams per user (p < T) -> logits (U, W, radix[p]) of
         token p. Eval-mode math of nn.TransformerDecoderLayer (norm_first) with the cached
-        K/V; the whole prefix is recomputed (p <= T-1 is tiny, so no self-attention cache)."""
+        K/V; the whole prefix is recomputed (p <= T-1 is tiny, so no self-attention cache).
+        Self-attention calls the fused projections and SDPA directly: the module's own
+        forward spends more in argument checks than in math at these sizes."""
         U, W, p = prefix.shape
         d, h = self.cfg.dim, self.cfg.n_heads
         x = self.decoder_input(prefix).reshape(U * W, p + 1, d)
-        causal = torch.ones(p + 1, p + 1, dtype=torch.bool, device=x.device).triu(1)
         for layer, (k, v) in zip(self.decoder.layers, cache.kv, strict=True):
-            y = layer.norm1(x)
-            x = x + layer.self_attn(y, y, y, attn_mask=causal, need_weights=False)[0]
+            sa = layer.self_attn
+            qkv = F.linear(layer.norm1(x), sa.in_proj_weight, sa.in_proj_bias)
+            qkv = qkv.view(U * W, p + 1, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3x (B, h, p+1, d/h)
+            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            x = x + sa.out_proj(o.transpose(1, 2).reshape(U * W, p + 1, d))
             # Cross-attention: all W*(p+1) queries of a user attend to that user's memory.
             mha = layer.multihead_attn
             q = F.linear(layer.norm2(x), mha.in_proj_weight[:d], mha.in_proj_bias[:d])

@@ -105,9 +105,12 @@ def generate(model: TIGER, sids: SemanticIds, histories: list[np.ndarray],
     alive = np.ones((n_users, 1), dtype=bool)
     T = trie.length
     for p in range(T):
-        logits = model.step_logits(cache, torch.from_numpy(prefix).to(device))
-        logp = F.log_softmax(logits.double(), -1).cpu().numpy()  # (U, W, radix[p])
         W = prefix.shape[1]
+        if model.radix[p] == 1:  # one token (the dedup column without collisions): log 1 = 0
+            logp = np.zeros((n_users, W, 1))  # exactly log_softmax of one logit; no pass
+        else:
+            logits = model.step_logits(cache, torch.from_numpy(prefix).to(device))
+            logp = F.log_softmax(logits.double(), -1).cpu().numpy()  # (U, W, radix[p])
         slot = np.flatnonzero(alive.reshape(-1))  # (S,) flat u * W + w of the live beams
         g = group.reshape(-1)[slot]
         lo, n_child = trie.child_lo[p][g], trie.child_hi[p][g] - trie.child_lo[p][g]
