@@ -47,8 +47,10 @@ def free_port() -> int:
 
 
 def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None]:
-    """"name:KEY=V,KEY=V,workers=N,artifacts=PATH" -> (name, env, workers, artifacts or
-    None for ``--artifacts``)."""
+    """"name:KEY=V,KEY=V,workers=N,artifacts=PATH,code=PATH" -> (name, env, workers,
+    artifacts or None for ``--artifacts``). ``code`` serves from another checkout (a git
+    worktree of an earlier commit, say), so two versions of the code meet the same load in
+    one run; it travels in env as GENREC_BENCH_CODE."""
     name, _, rest = text.partition(":")
     env, workers, artifacts = {}, 1, None
     for item in filter(None, rest.split(",")):
@@ -57,6 +59,8 @@ def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None]:
             workers = int(value)
         elif key == "artifacts":
             artifacts = Path(value)
+        elif key == "code":
+            env["GENREC_BENCH_CODE"] = str(Path(value).resolve())
         else:
             env[key] = value
     return name, env, workers, artifacts
@@ -65,12 +69,14 @@ def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None]:
 def start(artifacts: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     full = {**os.environ, "GENREC_LOG_LEVEL": "warning", **env}
+    code = full.pop("GENREC_BENCH_CODE", str(ROOT))  # `-m` imports from the cwd first
+    full["PYTHONPATH"] = code
     cmd = [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
            "--no-build", "--port", str(port)]
     if workers > 1:
         full.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="genrec-prom-"))
         cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full)
+    proc = subprocess.Popen(cmd, cwd=code, env=full)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -185,7 +191,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--config", action="append", required=True,
                     help="NAME:KEY=VALUE,... (env settings; workers=N; artifacts=PATH "
-                         "instead of --artifacts), repeatable")
+                         "instead of --artifacts; code=PATH to serve another checkout), "
+                         "repeatable")
     ap.add_argument("--paths", default="cascade,generative")
     ap.add_argument("--mix", default="known=1",
                     help="loadtest's request mix (default: known users only; \"\" = its "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from models.engine.core.batch import Call
 from service import metrics
@@ -28,7 +28,7 @@ async def recommend(
     request: Request,
     state: StateDep,
     serving: ServingDep,
-) -> RecommendResponse:
+) -> Response:
     t0 = time.perf_counter()
     # Two dependencies, not one per part: FastAPI's per-dependency bookkeeping costs tens of
     # microseconds each on the hottest endpoint. ``serving``: one version's snapshot.
@@ -87,7 +87,7 @@ async def recommend(
                       [x.item_id for x in items])
     metrics.AB_REQUESTS.labels(arm.name, result.path).inc()
     metrics.AB_LATENCY.labels(arm.name).observe(time.perf_counter() - t0)
-    return RecommendResponse(
+    body = RecommendResponse(
         request_id=request_id,
         user_id=req.user_id,
         arm=arm.name,
@@ -100,6 +100,10 @@ async def recommend(
         partial=result.partial,
         cached=cached,
     )
+    # Encoded by pydantic's own serializer: returned as a model, FastAPI would validate it
+    # again against response_model and encode it through jsonable_encoder: 63 against 6 us
+    # for 10 items and 6 stages. response_model still documents it (OpenAPI).
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 async def _record(exposures: ExposureLog, request_id: str, user_id: str, arm: str,
