@@ -28,7 +28,7 @@ from models.evaluate.fusion_matrix import (
     target_rank,
 )
 from models.evaluate.offline import eval_context, rank_in_list
-from models.evaluate.rank_metrics import MISS, objective
+from models.evaluate.rank_metrics import MISS, objective, significant_gain
 
 
 def _reference(ids, lists, ranker, weights, c):
@@ -398,6 +398,37 @@ def test_the_costlier_of_two_copies_is_pruned(costlier: str) -> None:
     assert plan.validation["pruned"] == [] and set(plan.sources) == set(names)  # start kept
     plan = fit_plan(run, dict.fromkeys(names, 30), (), None, c_grid=(20.0,), costs=costs)
     assert costlier not in plan.sources and plan.validation["rank"][1] == 1.0
+
+
+def test_a_source_worth_min_gain_stays_though_within_its_noise() -> None:
+    """C holds the target alone for 3 users of 100 and, weighted above A, pushes A's
+    rank-10 target out of the top 10 for 2 more. Without C the plan loses 3.4% of the
+    objective: above min_gain (0.5%), below one paired standard error. A source worth what
+    the greedy step asks of it stays, whatever its cost."""
+    helped, edge = {3, 40, 77}, {10, 60}
+
+    def lists_of(u: int, target: int, items: np.ndarray) -> dict[str, np.ndarray]:
+        a = items[1:31].copy()
+        if u in edge:
+            a[9] = target
+        elif u not in helped:
+            a[0] = target
+        per = {"A": a}
+        if u in helped or u in edge:
+            per["C"] = np.concatenate([[target] if u in helped else [items[200]],
+                                       items[201:210]])
+        return per
+
+    run = _built_run(100, 11, ["A", "C"], lists_of)
+    names, w = ["A", "C"], np.array([1.0, 1.5])
+    fitted = fused_ranks(matrix(run, names), w, 0.0, 20.0)
+    alone = fused_ranks(matrix(run, ["A"]), np.ones(1), 0.0, 20.0)
+    # the premise: a loss above min_gain, within one standard error
+    assert significant_gain(fitted, alone, 0.005, z=0.0)
+    assert not significant_gain(fitted, alone, 0.005, z=1.0)
+    kept, *_, pruned = prune_costly(run, names, w, 0.0, 20.0, (), (), {"A": 1.0, "C": 50.0},
+                                    0.005)
+    assert kept == names and pruned == []
 
 
 def test_required_sources_are_never_pruned() -> None:
