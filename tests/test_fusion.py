@@ -431,6 +431,21 @@ def test_a_source_worth_min_gain_stays_though_within_its_noise() -> None:
     assert kept == names and pruned == []
 
 
+@pytest.mark.parametrize("budget", [1.5, 0.5])
+def test_a_latency_budget_prunes_by_loss_per_ms_down_to_one_source(budget: float) -> None:
+    """A and B each hold half of the targets: both are served without a budget. Over a
+    budget of 1.5 ms one must leave; each loses the same, so the costlier (B) goes. A budget
+    no plan meets (0.5) stops at one source, never an empty plan."""
+    run = _halves_run(80, 9, "C")
+    quotas, costs = {"A": 30, "B": 30, "C": 30}, {"A": 1.0, "B": 2.0, "C": 3.0}
+    free = fit_plan(run, quotas, (), None, c_grid=(20.0,), costs=costs)
+    assert set(free.sources) == {"A", "B"} and free.validation["pruned"] == []
+    plan = fit_plan(run, quotas, (), None, c_grid=(20.0,), costs=costs, budget_ms=budget)
+    assert list(plan.sources) == ["A"] and plan.validation["pruned"] == ["B"]
+    assert plan.validation["budget_ms"] == budget
+    assert tuple(plan.validation["rank"]) == tuple(plan.validation["single"]["A"])
+
+
 def test_required_sources_are_never_pruned() -> None:
     """C never holds a target and is required: it stays however costly."""
     run = _halves_run(60, 3, "C")

@@ -38,9 +38,14 @@ class FusionConfig:
     min_gain: float = 0.005  # relative NDCG@10 + HR@10 gain a source must bring to be served
     c_grid: tuple[float, ...] = (5.0, 20.0, 60.0)
     diversity_grid: tuple[float, ...] = (0.0, 0.02, 0.05)
-    # Drop sources whose gain is within its noise, costliest first (fusion_fit.prune_costly).
+    # Drop sources that add less than min_gain, costliest first (fusion_fit.prune_costly).
     prune: bool = True
     cost_users: int = 64  # contexts each source's cost is timed on
+    # A path's summed source cost (ms per request, as timed here, one thread) to prune down
+    # to, by least validation loss per ms saved, never below the best single source; None:
+    # quality first. Costs are this machine's, so a budget belongs to a deployment (set it
+    # with --set fusion.budget_ms=4), not to a profile. Needs prune.
+    budget_ms: float | None = None
 
 
 def source_costs(sources: dict[str, Any], contexts: list[UserContext], quotas: dict[str, int]
@@ -96,7 +101,8 @@ def build_fusion(job: BuildJob, component: Component) -> dict[str, Any]:
             timed.update(source_costs(comp.recall, contexts[: cfg.cost_users], todo))
             costs = {s: timed[s] for s in quotas}
         plan = fit_plan(run, quotas, spec.required, path.reranker, cfg.c_grid, cfg.min_gain,
-                        cfg.diversity_grid, settings.rerank_window, start=fitted, costs=costs)
+                        cfg.diversity_grid, settings.rerank_window, start=fitted, costs=costs,
+                        budget_ms=cfg.budget_ms)
         fitted = plan
         plans[spec.name] = plan.to_dict()
         report[spec.name] = {**plans[spec.name], "fit_seconds": round(time.perf_counter() - t, 1)}

@@ -185,13 +185,27 @@ def drop_unweighted(run: PoolRun, names: list[str], w: np.ndarray, c: float,
     return (kept, w_kept, m_kept, val_kept) if val_kept >= val else (names, w, m, val)
 
 
+def _without(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: float,
+             required: Sequence[str], s: str) -> tuple[list[str], np.ndarray, float, Matrix]:
+    """The plan without source ``s``, its weights re-tuned -> (names, weights, ranker, matrix)."""
+    idx = [j for j, x in enumerate(names) if x != s]
+    trial = [names[j] for j in idx]
+    m_t = matrix(run, trial)
+    floors = np.array([REQUIRED_FLOOR if x in required else 0.0 for x in trial])
+    w_t, wr_t, _ = tune_weights(m_t, w[idx].copy(), w_r > 0, c, floors=floors)
+    return trial, w_t, wr_t, m_t
+
+
 def prune_costly(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: float,
                  required: Sequence[str], keep: Sequence[str], costs: Mapping[str, float],
                  min_gain: float, floor: tuple[float, float] = (0.0, 0.0),
+                 budget_ms: float | None = None,
                  ) -> tuple[list[str], np.ndarray, float, Matrix, list[str]]:
     """Step 4: -> (names, weights, ranker weight, matrix, the sources pruned, in order).
     ``keep``: sources never pruned (the required ones are kept too). ``floor``: a pruned
-    plan must still reach this objective (the best single source's)."""
+    plan must still reach this objective (the best single source's). ``budget_ms``: then,
+    while the plan's summed cost exceeds it, the source whose removal loses the least
+    objective per ms saved leaves, as long as the floor holds."""
     keep = {*required, *keep}
     m = matrix(run, names)
     fitted = fused_ranks(m, w, w_r, c)  # each trial is held to the plan as fitted, so the
@@ -199,16 +213,24 @@ def prune_costly(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: f
     for s in sorted((s for s in names if s not in keep), key=lambda s: -costs.get(s, 0.0)):
         if len(names) == 1:
             break
-        idx = [j for j, x in enumerate(names) if x != s]
-        trial = [names[j] for j in idx]
-        m_t = matrix(run, trial)
-        floors = np.array([REQUIRED_FLOOR if x in required else 0.0 for x in trial])
-        w_t, wr_t, _ = tune_weights(m_t, w[idx].copy(), w_r > 0, c, floors=floors)
-        ranks_t = fused_ranks(m_t, w_t, wr_t, c)
+        trial = _without(run, names, w, w_r, c, required, s)
+        ranks_t = fused_ranks(trial[3], trial[1], trial[2], c)
         if significant_gain(fitted, ranks_t, min_gain, z=PRUNE_Z) or \
                 Score(objective(ranks_t)) < Score(floor):
             continue  # s earns its cost
-        names, w, w_r, m = trial, w_t, wr_t, m_t
+        names, w, w_r, m = trial
+        pruned.append(s)
+    while budget_ms is not None and sum(costs.get(s, 0.0) for s in names) > budget_ms:
+        now = sum(objective(fused_ranks(m, w, w_r, c)))
+        options = []  # (loss per ms saved, source, trial plan)
+        for s in (s for s in names if s not in keep and len(names) > 1):
+            trial = _without(run, names, w, w_r, c, required, s)
+            obj = objective(fused_ranks(trial[3], trial[1], trial[2], c))
+            if Score(obj) >= Score(floor):
+                options.append(((now - sum(obj)) / max(costs.get(s, 0.0), 1e-6), s, trial))
+        if not options:
+            break  # the budget cannot be met above the floor: the cheapest plan that can
+        _, s, (names, w, w_r, m) = min(options, key=lambda o: (o[0], o[1]))
         pruned.append(s)
     return names, w, w_r, m, pruned
 
@@ -217,9 +239,10 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
              c_grid: Sequence[float] = (5.0, 20.0, 60.0), min_gain: float = 0.005,
              diversity_grid: Sequence[float] = (0.0, 0.02, 0.05), window: int = 100,
              start: FusionPlan | None = None, costs: Mapping[str, float] | None = None,
-             ) -> FusionPlan:
+             budget_ms: float | None = None) -> FusionPlan:
     """Steps 1-5 above -> the plan, its validation figures in ``plan.validation``.
-    ``costs``: each source's measured ms per request; None skips step 4."""
+    ``costs``: each source's measured ms per request; None skips step 4. ``budget_ms``:
+    step 4 then also prunes until the sources' summed cost fits it (``prune_costly``)."""
     names = run.names
     full = matrix(run, names)
     singles = dict(zip(names, source_alone(full), strict=True))
@@ -250,7 +273,7 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         keep = list(start.sources) if start is not None else []
         active_names, w_active, w_r, m, pruned = prune_costly(
             run, active_names, w_active, w_r, c, required, keep, costs, min_gain,
-            max(singles.values(), key=Score))
+            max(singles.values(), key=Score), budget_ms)
         val = objective(fused_ranks(m, w_active, w_r, c))
         if w_r == 0:  # re-tuning may have set a remaining source's weight to 0
             active_names, w_active, m, val = drop_unweighted(run, active_names, w_active, c,
@@ -273,7 +296,7 @@ def fit_plan(run: PoolRun, quotas: dict[str, int], required: Sequence[str], rera
         "recall": list(objective(target_rank(fused_scores(r, w_active, rr, 0.0), m))),
         "rank": list(val),
         "rerank": {str(d): list(v) for d, v in by_div.items()},
-        "pruned": pruned, "unpruned": list(unpruned),
+        "pruned": pruned, "unpruned": list(unpruned), "budget_ms": budget_ms,
         "cost_ms": None if costs is None else {s: round(float(costs[s]), 2)
                                                for s in names if s in costs},
     }
