@@ -44,7 +44,7 @@ class FusionConfig:
     # A path's summed source cost (ms per request, as timed here, one thread) to prune down
     # to, by least validation loss per ms saved, never below the best single source; None:
     # quality first. Costs are this machine's, so a budget belongs to a deployment (set it
-    # with --set fusion.budget_ms=4), not to a profile. Needs prune.
+    # with --set fusion.budget_ms=2), not to a profile. Needs prune.
     budget_ms: float | None = None
 
 

@@ -64,7 +64,7 @@ REQUIRED_FLOOR = 0.01
 # step 1 sets for adding one, whatever that is in standard errors (0 here). At one paired
 # standard error (the earlier setting), an ml-100k build pruned the two-tower and TDM from
 # its cascade for a 2.8% validation loss: on 943 users one standard error is several
-# percent, so nearly every source looked droppable (docs/benchmarks.md, 2026-12-07 night).
+# percent, so nearly every source looked droppable (docs/benchmarks.md, 2026-12-07 late).
 PRUNE_Z = 0.0
 
 
