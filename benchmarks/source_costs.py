@@ -22,6 +22,7 @@ from models.data import leave_one_out, load_dataset
 from models.engine.core.runtime import Runtime
 from models.engine.core.settings import EngineSettings
 from models.engine.factory import build_components
+from models.engine.paths.fused import FusedPath
 from models.evaluate.offline import eval_context
 
 
@@ -40,8 +41,9 @@ def main() -> None:
     users = np.sort(np.random.default_rng(0).permutation(split.eval_users("valid"))[:args.users])
     contexts = [eval_context(rt, split, int(u), "valid", ds.timestamps) for u in users]
     quotas = dict.fromkeys(comp.recall, 100)
-    for pipe in comp.pipelines.values():  # FusedPath.plan.sources: {source: quota}
-        quotas.update(getattr(getattr(pipe, "plan", None), "sources", {}))
+    for pipe in comp.pipelines.values():
+        if isinstance(pipe, FusedPath):  # plan.sources: {source: quota}
+            quotas.update(pipe.plan.sources)
     torch.set_num_threads(1)
     for r in range(args.repeat):
         costs = source_costs(comp.recall, contexts, quotas)

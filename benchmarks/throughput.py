@@ -46,13 +46,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None]:
+def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None, Path]:
     """"name:KEY=V,KEY=V,workers=N,artifacts=PATH,code=PATH" -> (name, env, workers,
-    artifacts or None for ``--artifacts``). ``code`` serves from another checkout (a git
-    worktree of an earlier commit, say), so two versions of the code meet the same load in
-    one run; it travels in env as GENREC_BENCH_CODE."""
+    artifacts or None for ``--artifacts``, code). ``code`` (default: this checkout) serves
+    from another checkout, a git worktree of an earlier commit say, so two versions of the
+    code meet the same load in one run."""
     name, _, rest = text.partition(":")
-    env, workers, artifacts = {}, 1, None
+    env, workers, artifacts, code = {}, 1, None, ROOT
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         if key == "workers":
@@ -60,17 +60,18 @@ def parse_config(text: str) -> tuple[str, dict[str, str], int, Path | None]:
         elif key == "artifacts":
             artifacts = Path(value)
         elif key == "code":
-            env["GENREC_BENCH_CODE"] = str(Path(value).resolve())
+            code = Path(value).resolve()
         else:
             env[key] = value
-    return name, env, workers, artifacts
+    return name, env, workers, artifacts, code
 
 
-def start(artifacts: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, str]:
+def start(artifacts: Path, env: dict[str, str], workers: int, code: Path = ROOT
+          ) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    full = {**os.environ, "GENREC_LOG_LEVEL": "warning", **env}
-    code = full.pop("GENREC_BENCH_CODE", str(ROOT))  # `-m` imports from the cwd first
-    full["PYTHONPATH"] = code
+    # `-m` imports from the cwd first; PYTHONPATH keeps the checkout ahead of the editable
+    # install for the server's own subprocesses too.
+    full = {**os.environ, "GENREC_LOG_LEVEL": "warning", **env, "PYTHONPATH": str(code)}
     cmd = [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
            "--no-build", "--port", str(port)]
     if workers > 1:
@@ -212,8 +213,8 @@ def main() -> None:
     started = datetime.now(UTC).isoformat(timespec="seconds")
     for i, path in enumerate(args.paths.split(",")):
         order = configs if i % 2 == 0 else configs[::-1]
-        for name, env, workers, artifacts in order:
-            proc, url = start(artifacts or args.artifacts, env, workers)
+        for name, env, workers, artifacts, code in order:
+            proc, url = start(artifacts or args.artifacts, env, workers, code)
             try:
                 results[name][path] = sweep(url, proc.pid, path, rates[path], args.step_s,
                                             args.out / name / path, args.dataset, args.mix)

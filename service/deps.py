@@ -77,8 +77,6 @@ async def get_compute(state: Annotated[AppState, Depends(get_state)]) -> Compute
     return state.compute
 
 
-
-
 StateDep = Annotated[AppState, Depends(get_state)]
 ComputeDep = Annotated[ComputeLane, Depends(get_compute)]
 StoreDep = Annotated[UserStore, Depends(get_store)]

@@ -223,7 +223,7 @@ def prune_costly(run: PoolRun, names: list[str], w: np.ndarray, w_r: float, c: f
     while budget_ms is not None and sum(costs.get(s, 0.0) for s in names) > budget_ms:
         now = sum(objective(fused_ranks(m, w, w_r, c)))
         options = []  # (loss per ms saved, source, trial plan)
-        for s in (s for s in names if s not in keep and len(names) > 1):
+        for s in (s for s in names if s not in keep) if len(names) > 1 else ():
             trial = _without(run, names, w, w_r, c, required, s)
             obj = objective(fused_ranks(trial[3], trial[1], trial[2], c))
             if Score(obj) >= Score(floor):
