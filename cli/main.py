@@ -3,6 +3,7 @@ layer to serve); component and method names in its help come from ``models.regis
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="genrec: train, evaluate and serve recommendation models.")
 console = Console()
+# Two trainers side by side, one thread each, beat one trainer on two threads on a small CPU
+# (models/build/parallel.py); more would share the same cores.
+BUILD_WORKERS = min(2, os.cpu_count() or 1)
 
 DatasetOpt = Annotated[str, typer.Option(help="bundled name (ml-100k, beauty) or a path")]
 ArtifactsOpt = Annotated[
@@ -69,6 +73,9 @@ def build(
     progressive: Annotated[bool, typer.Option(
         help="also publish a partial version whenever a new recall source is trained, for a "
              "service that hot-loads them (what `genrec serve` runs on first start)")] = False,
+    workers: Annotated[int, typer.Option(
+        min=1, help="components trained at once, each in its own process on its share of the "
+                    "cores [default: 2 where there are 2 cores or more]")] = BUILD_WORKERS,
 ) -> None:
     """Train the cascade models on DATASET and publish them as a new version of an artifacts
     directory (versions/<version>/, then the `current` link)."""
@@ -87,7 +94,8 @@ def build(
     try:
         chosen = [c.strip() for c in only.split(",") if c.strip()] or None
         run_build(dataset, out, profile=profile, seed=seed, console=console, device=device,
-                  only=chosen, overrides=set_ or [], keep=keep, progressive=progressive)
+                  only=chosen, overrides=set_ or [], keep=keep, progressive=progressive,
+                  workers=workers)
     except (DataFormatError, ValueError) as exc:
         _fail(exc)
     if evaluate:

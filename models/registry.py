@@ -40,6 +40,9 @@ class Component:
     net: str | None = None  # the Net key a generic builder trains
     trainer: str | None = None  # "module" exposing fit(job, model, params) for that builder
     aliases: tuple[str, ...] = ()  # earlier names, still accepted by --only
+    # It mines its training candidates from every recall source in the directory being
+    # assembled (the rankers), so a parallel build starts it only once they are all trained.
+    after_recall: bool = False
 
     @property
     def key(self) -> str:
@@ -102,10 +105,11 @@ COMPONENTS: tuple[Component, ...] = (
     # every source of the paths' pools.
     # File stem "hstu": the artifact format predates the name hstu_ranker.
     Component("hstu_ranker", ("hstu.safetensors", "hstu.json"),
-              "models.build.rankers:build_hstu_ranker", aliases=("hstu",)),
+              "models.build.rankers:build_hstu_ranker", aliases=("hstu",), after_recall=True),
     Component("deepfm", ("deepfm.safetensors", "deepfm.json"),
-              "models.build.classic:build_ranker"),
-    Component("din", ("din.safetensors", "din.json"), "models.build.classic:build_ranker"),
+              "models.build.classic:build_ranker", after_recall=True),
+    Component("din", ("din.safetensors", "din.json"), "models.build.classic:build_ranker",
+              after_recall=True),
     # Each path's rank fusion, fitted on validation over everything above (seconds to a
     # minute), so it is refitted whenever any model changes.
     Component("fusion", ("fusion.json",), "models.build.fusion:build_fusion", always=True,

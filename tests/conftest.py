@@ -181,8 +181,10 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return resolve_artifacts(Path(reuse))
     out = tmp_path_factory.mktemp("artifacts") / "ml-100k"
     # Progressive, every step kept: the same models, and tests/test_partial_versions.py
-    # checks the partial versions it published on the way.
-    build("ml-100k", out, profile="tiny", seed=0, progress=False, keep=50, progressive=True)
+    # checks the partial versions it published on the way. Two workers: the service tests run
+    # on a parallel build, as `genrec build` makes by default (tests/test_build_parallel.py).
+    build("ml-100k", out, profile="tiny", seed=0, progress=False, keep=50, progressive=True,
+          workers=2)
     return resolve_artifacts(out)
 
 

@@ -13,6 +13,7 @@ as it was. Nothing is pickled.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -35,10 +36,11 @@ from models.artifacts.manifest import (
     write_json,
 )
 from models.build.job import BuildJob
+from models.build.parallel import WorkerSpec, train_parallel
 from models.build.partial import Reuse
 from models.build.profiles import profile as load_profile
 from models.data import leave_one_out, load_dataset
-from models.registry import COMPONENTS, RECALL, resolve
+from models.registry import COMPONENTS, RECALL, Component, resolve
 
 
 def build(
@@ -53,6 +55,7 @@ def build(
     overrides: list[str] | None = None,
     keep: int = versions.DEFAULT_KEEP,
     progressive: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Train everything and publish it as a new version of the artifacts directory ``out_dir``
     (``out_dir/versions/<version>``, then ``out_dir/current``); returns the manifest.
@@ -65,7 +68,9 @@ def build(
     ``progressive``: also publish a partial version each time a new recall source is trained
     (the first one holds popularity and ItemCF, seconds in), so a service watching
     ``current`` answers long before the whole build is done (``models/engine/factory.py``
-    serves a partial version's paths from what is live)."""
+    serves a partial version's paths from what is live). ``workers``: train that many
+    components at once, each in its own process on its share of the cores
+    (``models/build/parallel.py``)."""
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
     if progressive and only:
@@ -95,7 +100,9 @@ def build(
             _publish_partial(job, meta, configs, todo, keep)
     try:
         _write_ids(job)
-        configs = _train_all(job, reuse, snapshot)
+        spec = WorkerSpec(dataset, profile, tuple(overrides or ()), seed, device,
+                          threads=max(1, (os.cpu_count() or 1) // max(workers, 1)))
+        configs = _train_all(job, reuse, snapshot, spec, workers)
         manifest = _finish(job, meta, configs, tmp)
         published = versions.publish(out_dir, tmp, manifest["version"], keep)
     except BaseException:
@@ -107,11 +114,14 @@ def build(
 
 
 def _train_all(job: BuildJob, reuse: Reuse,
-               snapshot: Callable[[dict[str, Any], list[str]], None] | None = None
-               ) -> dict[str, Any]:
+               snapshot: Callable[[dict[str, Any], list[str]], None] | None = None,
+               spec: WorkerSpec | None = None, workers: int = 1) -> dict[str, Any]:
     """Each component trained (or, in a partial rebuild, copied) in registry order; -> the
     manifest's ``configs``, keyed by each component's manifest key. ``snapshot(configs,
-    still to train)`` runs whenever the components done so far serve a new recall source."""
+    still to train)`` runs whenever the components done so far serve a new recall source.
+    With ``workers`` > 1 the trained components run side by side (``models/build/parallel``)."""
+    if workers > 1 and spec is not None:
+        return _train_side_by_side(job, reuse, snapshot, spec, workers)
     configs: dict[str, Any] = {}
     done: list[str] = []
     served = 0
@@ -128,6 +138,47 @@ def _train_all(job: BuildJob, reuse: Reuse,
         if snapshot is not None and sources > served and todo:
             snapshot(configs, todo)
         served = sources
+    return configs
+
+
+def _train_side_by_side(job: BuildJob, reuse: Reuse,
+                        snapshot: Callable[[dict[str, Any], list[str]], None] | None,
+                        spec: WorkerSpec, workers: int) -> dict[str, Any]:
+    """``_train_all`` with the trained components in worker processes: the ``always`` ones
+    before the first trained component (popularity, ItemCF) first, then the kept ones copied,
+    then the trained ones side by side, then the remaining ``always`` ones (the fusion fit)."""
+    configs: dict[str, Any] = {}
+    first = next(i for i, c in enumerate(COMPONENTS) if not c.always)
+    done: list[str] = []
+    served = 0
+
+    def step(comp: Component) -> None:
+        t = time.perf_counter()
+        configs[comp.key] = resolve(comp.build)(job, comp)
+        job.timings[comp.key] = time.perf_counter() - t
+        landed(comp.name)
+
+    def landed(name: str) -> None:
+        nonlocal served
+        done.append(name)
+        sources = sum(all(n in done for n in s.needs) for s in RECALL)
+        todo = [c.name for c in COMPONENTS if c.name not in done]
+        if snapshot is not None and sources > served and todo:
+            snapshot(configs, todo)
+        served = sources
+
+    for comp in COMPONENTS[:first]:
+        if comp.always:
+            step(comp)
+    trained = [c.name for c in COMPONENTS if not c.always and reuse.train(c.name)]
+    for comp in COMPONENTS:
+        if not comp.always and not reuse.train(comp.name):
+            reuse.keep(comp, job.out, configs, job.timings)
+            landed(comp.name)
+    train_parallel(job, spec, trained, workers, configs, landed)
+    for comp in COMPONENTS[first:]:
+        if comp.always:
+            step(comp)
     return configs
 
 

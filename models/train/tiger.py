@@ -47,6 +47,7 @@ class TigerTrainConfig:
     max_history: int | None = None  # items per sample; None = the model's max_history
     samples_per_epoch: int | None = 1024  # fresh random subset each epoch; None = all
     user_dropout: float = 0.1
+    lr_schedule: str = "constant"  # models.train.loop.SCHEDULES
 
 
 def next_item_samples(train: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,4 +172,5 @@ def train_tiger(model: TIGER, sids: SemanticIds, split_train: list[np.ndarray],
         return sum(F.cross_entropy(lg, target[:, j]) for j, lg in enumerate(logits))
 
     return run_epochs(model, n_rows, cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay,
-                      rng, batch_loss, "tiger", progress=progress, on_epoch=on_epoch)
+                      rng, batch_loss, "tiger", progress=progress, on_epoch=on_epoch,
+                      schedule=cfg.lr_schedule)
