@@ -33,7 +33,7 @@ import torch
 from rich.console import Console
 
 from models.build.job import BuildJob
-from models.registry import COMPONENTS, Component, resolve
+from models.registry import Component, component, resolve
 
 # (component just landed) -> None: the build's hook (the progressive build's snapshots).
 Landed = Callable[[str], None]
@@ -73,7 +73,7 @@ def _init_worker(spec: WorkerSpec) -> None:
 def _train_one(name: str, work: Path) -> tuple[dict[str, Any], dict[str, float]]:
     """Train component ``name`` into ``work``; -> (its report, its timings)."""
     assert _job is not None, "worker not initialised"
-    comp = next(c for c in COMPONENTS if c.name == name)
+    comp = component(name)
     _job.out, _job.timings = work, {}
     torch.manual_seed(_job.seed)
     np.random.seed(_job.seed)
@@ -102,12 +102,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 def _ready(comp: Component, pending: set[str]) -> bool:
     """Whether ``comp`` may start while ``pending`` are unfinished (itself among them)."""
     if comp.after_recall:  # every other trained component first
-        return not any(n != comp.name and not _by_name(n).after_recall for n in pending)
+        return not any(n != comp.name and not component(n).after_recall for n in pending)
     return all(n not in pending for n in comp.needs)
-
-
-def _by_name(name: str) -> Component:
-    return next(c for c in COMPONENTS if c.name == name)
 
 
 def train_parallel(job: BuildJob, spec: WorkerSpec, names: list[str], workers: int,
@@ -125,7 +121,7 @@ def train_parallel(job: BuildJob, spec: WorkerSpec, names: list[str], workers: i
             while pending:
                 started = {n for n, _ in running.values()}
                 for name in names:
-                    comp = _by_name(name)
+                    comp = component(name)
                     if (name in pending and name not in started
                             and len(running) < workers and _ready(comp, pending)):
                         work = _private_copy(staging, name)
@@ -136,7 +132,7 @@ def train_parallel(job: BuildJob, spec: WorkerSpec, names: list[str], workers: i
                     name, work = running[fut]
                     report, timings = fut.result()  # a worker's error is raised here
                     del running[fut]
-                    comp = _by_name(name)
+                    comp = component(name)
                     for file in comp.files:
                         os.replace(work / file, staging / file)
                     shutil.rmtree(work, ignore_errors=True)
