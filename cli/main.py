@@ -28,7 +28,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 # Two trainers side by side, one thread each, beat one trainer on two threads on a small CPU
 # (models/build/parallel.py); more would share the same cores.
-BUILD_WORKERS = min(2, os.cpu_count() or 1)
+BUILD_WORKERS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count() or 1)
 
 DatasetOpt = Annotated[str, typer.Option(help="bundled name (ml-100k, beauty) or a path")]
 ArtifactsOpt = Annotated[

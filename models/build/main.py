@@ -13,7 +13,6 @@ as it was. Nothing is pickled.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from models.artifacts.manifest import (
     write_json,
 )
 from models.build.job import BuildJob
-from models.build.parallel import WorkerSpec, train_parallel
+from models.build.parallel import WorkerSpec, train_parallel, usable_cpus
 from models.build.partial import Reuse
 from models.build.profiles import profile as load_profile
 from models.data import leave_one_out, load_dataset
@@ -101,7 +100,7 @@ def build(
     try:
         _write_ids(job)
         spec = WorkerSpec(dataset, profile, tuple(overrides or ()), seed, device,
-                          threads=max(1, (os.cpu_count() or 1) // max(workers, 1)))
+                          threads=max(1, usable_cpus() // max(workers, 1)))
         configs = _train_all(job, reuse, snapshot, spec, workers)
         manifest = _finish(job, meta, configs, tmp)
         published = versions.publish(out_dir, tmp, manifest["version"], keep)

@@ -54,6 +54,14 @@ class WorkerSpec:
 _job: BuildJob | None = None  # the worker's job (its data loaded once per process)
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity: a container's or taskset's share, which
+    ``os.cpu_count`` ignores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _init_worker(spec: WorkerSpec) -> None:
     global _job
     import faiss
