@@ -83,6 +83,9 @@ def build(
     from models.build.main import build as run_build
     from models.data import DataFormatError
 
+    # `genrec serve` stops its background build with SIGTERM: exit through the build's cleanup
+    # (its workers stopped, its staging directory removed) rather than die on the spot.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = artifacts or _default_artifacts(dataset)
     import torch
 

@@ -35,7 +35,7 @@ from models.artifacts.manifest import (
     write_json,
 )
 from models.build.job import BuildJob
-from models.build.parallel import WorkerSpec, train_parallel, usable_cpus
+from models.build.parallel import WorkerSpec, discard_work_dirs, train_parallel, usable_cpus
 from models.build.partial import Reuse
 from models.build.profiles import profile as load_profile
 from models.data import leave_one_out, load_dataset
@@ -88,6 +88,7 @@ def build(
     reuse = Reuse(out_dir, ds.fingerprint, only)
     tmp = versions.staging_dir(out_dir)
     versions.discard(tmp)
+    discard_work_dirs(tmp)
     tmp.mkdir(parents=True)
     job = BuildJob(ds=ds, split=leave_one_out(ds), seed=seed, progress=progress, device=device,
                    profile=checked, out=tmp, console=console)
@@ -106,6 +107,7 @@ def build(
         published = versions.publish(out_dir, tmp, manifest["version"], keep)
     except BaseException:
         versions.discard(tmp)  # never leave a half-built directory behind
+        discard_work_dirs(tmp)
         raise
     console.print(f"artifacts written to {published} (now {out_dir / versions.CURRENT}) in "
                   f"{time.perf_counter() - t_start:.1f}s")

@@ -21,9 +21,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,14 @@ def _init_worker(spec: WorkerSpec) -> None:
 
     cap_threads(spec.threads)
     faiss.omp_set_num_threads(spec.threads)
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a killed build must not leave workers training
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     ds = load_dataset(spec.dataset)
     _job = BuildJob(ds=ds, split=leave_one_out(ds), seed=spec.seed, progress=False,
                     device=spec.device, profile=load_profile(spec.profile, spec.overrides),
@@ -109,9 +119,34 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _ready(comp: Component, pending: set[str]) -> bool:
     """Whether ``comp`` may start while ``pending`` are unfinished (itself among them)."""
+    if any(n in pending for n in comp.needs):
+        return False
     if comp.after_recall:  # every other trained component first
         return not any(n != comp.name and not component(n).after_recall for n in pending)
-    return all(n not in pending for n in comp.needs)
+    return True
+
+
+def discard_work_dirs(staging: Path) -> None:
+    """Remove the workers' private directories beside ``staging`` (a killed build's too)."""
+    for work in staging.parent.glob(f"{staging.name}.*"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """Spawned workers inherit these: numpy's BLAS and OpenMP size their pools from them when
+    they load, before any initializer could cap them."""
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: str(threads) for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def train_parallel(job: BuildJob, spec: WorkerSpec, names: list[str], workers: int,
@@ -123,27 +158,20 @@ def train_parallel(job: BuildJob, spec: WorkerSpec, names: list[str], workers: i
     pending = set(names)  # not yet finished
     running: dict[Future, tuple[str, Path]] = {}
     ctx = multiprocessing.get_context("spawn")  # fork would inherit torch's thread pools
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(spec,)) as pool:
+    with _thread_env(spec.threads), ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)) as pool:
         try:
             while pending:
-                started = {n for n, _ in running.values()}
-                for name in names:
-                    comp = component(name)
-                    if (name in pending and name not in started
-                            and len(running) < workers and _ready(comp, pending)):
-                        work = _private_copy(staging, name)
-                        running[pool.submit(_train_one, name, work)] = (name, work)
-                        started.add(name)
+                _start_ready(pool, names, pending, running, staging, workers)
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     name, work = running[fut]
                     report, timings = fut.result()  # a worker's error is raised here
-                    del running[fut]
                     comp = component(name)
                     for file in comp.files:
                         os.replace(work / file, staging / file)
                     shutil.rmtree(work, ignore_errors=True)
+                    del running[fut]
                     configs[comp.key] = report
                     job.timings.update(timings)
                     pending.discard(name)
@@ -163,3 +191,22 @@ def train_parallel(job: BuildJob, spec: WorkerSpec, names: list[str], workers: i
         finally:
             for _, work in running.values():
                 shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_ready(pool: ProcessPoolExecutor, names: list[str], pending: set[str],
+                 running: dict[Future, tuple[str, Path]], staging: Path, workers: int) -> None:
+    """Submit every ready component, in registry order, while a worker is free."""
+    started = {n for n, _ in running.values()}
+    for name in names:
+        if len(running) >= workers:
+            break
+        if name in pending and name not in started and _ready(component(name), pending):
+            work = _private_copy(staging, name)
+            try:
+                running[pool.submit(_train_one, name, work)] = (name, work)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+            started.add(name)
+    if not running:
+        raise RuntimeError(f"no component can start: {sorted(pending)} wait on each other")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class TigerTrainConfig:
     max_history: int | None = None  # items per sample; None = the model's max_history
     samples_per_epoch: int | None = 1024  # fresh random subset each epoch; None = all
     user_dropout: float = 0.1
-    lr_schedule: str = "constant"  # models.train.loop.SCHEDULES
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # models.train.loop.SCHEDULES
 
 
 def next_item_samples(train: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
